@@ -1,0 +1,1 @@
+"""Client node: one organisation's data, model and device, and the tasks it runs for a federation."""

@@ -1,0 +1,169 @@
+"""A node's task logic: one client's data, model and device, driven by domain messages.
+
+No network here: the in-memory transport calls `handle` directly and the gRPC daemon calls it
+for each task it pulls, so both compute the same thing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from codream.aggregation import Contribution
+from codream.config import RunConfig
+from codream.dream_buffer import DreamBuffer
+from codream.local_dreaming import initial_dreams, local_dream_update
+from codream.messages import (
+    Ack,
+    AcquireKnowledge,
+    DreamStep,
+    EvalReport,
+    Evaluate,
+    FedAvgTrain,
+    LoadParameters,
+    Reply,
+    Skip,
+    SoftLabels,
+    Task,
+    TrainLocal,
+    TrainReport,
+)
+from codream.parameters import flatten_state, load_flat_state
+from codream.training import (
+    SgdConfig,
+    evaluate,
+    knowledge_acquisition,
+    predict_logits,
+    train_on_dreams,
+    train_supervised,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LocalData:
+    """A client's private training split and the shared test set its accuracy is reported on."""
+
+    x_train: torch.Tensor  # (n_k, C, H, W)
+    y_train: torch.Tensor  # (n_k,)
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+class NodeTaskLogic:
+    def __init__(
+        self,
+        node_id: str,
+        model: nn.Module,
+        data: LocalData,
+        config: RunConfig,
+        device: torch.device,
+        seed: int,
+        student: nn.Module | None = None,
+    ):
+        self.node_id = node_id
+        self.config = config
+        self.device = device
+        self.model = model.to(device)
+        self.student = student.to(device) if student is not None else None
+        self.x_train = data.x_train.to(device)
+        self.y_train = data.y_train.to(device)
+        self.x_test = data.x_test.to(device)
+        self.y_test = data.y_test.to(device)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.buffer = DreamBuffer(config.distill.buffer_batches)
+        self.weight = float(len(data.x_train)) if config.weighting == "samples" else 1.0
+
+    def handle(self, task: Task) -> Reply:
+        handler = {
+            TrainLocal: self._train_local,
+            DreamStep: self._dream_step,
+            SoftLabels: self._soft_labels,
+            AcquireKnowledge: self._acquire_knowledge,
+            FedAvgTrain: self._fedavg_train,
+            LoadParameters: self._load_parameters,
+            Evaluate: self._evaluate,
+        }.get(type(task))
+        if handler is None:
+            raise TypeError(f"node {self.node_id}: unknown task type {type(task).__name__}")
+        return handler(task)
+
+    def _contribution(self, values: torch.Tensor, what: str, round_index: int) -> Reply:
+        """w_k·v_k as float32, or a Skip if anything is non-finite: it must never be summed."""
+        flat = (values.detach().float() * self.weight).reshape(-1).cpu().numpy()
+        flat = np.ascontiguousarray(flat, dtype=np.float32)
+        if not np.isfinite(flat).all():
+            bad = int((~np.isfinite(flat)).sum())
+            log.warning("node %s round %d: %d non-finite values in %s; skipping", self.node_id,
+                        round_index, bad, what)
+            return Skip(f"{bad} non-finite values in {what}")
+        return Contribution(flat, self.weight)
+
+    def _train_local(self, task: TrainLocal) -> Reply:
+        loss = train_supervised(
+            self.model, self.x_train, self.y_train, task.epochs, self.config.train.sgd(),
+            self.generator,
+        )
+        return TrainReport(len(self.x_train), loss)
+
+    def _dream_step(self, task: DreamStep) -> Reply:
+        dreams = task.dreams if task.dreams is not None else initial_dreams(task.seed, task.shape)
+        if tuple(dreams.shape) != tuple(task.shape):
+            raise ValueError(f"dreams have shape {tuple(dreams.shape)}, task says {task.shape}")
+        dream_config = self.config.dream
+        use_student = (
+            self.student is not None
+            and dream_config.adaptive > 0
+            and task.round >= dream_config.adaptive_from_round
+        )
+        delta = local_dream_update(
+            self.model, dreams.to(self.device), dream_config.local(),
+            self.student if use_student else None,
+        )
+        return self._contribution(delta, "dream update", task.round)
+
+    def _soft_labels(self, task: SoftLabels) -> Reply:
+        logits = predict_logits(self.model, task.dreams.to(self.device))
+        return self._contribution(logits, "soft labels", task.round)
+
+    def _acquire_knowledge(self, task: AcquireKnowledge) -> Reply:
+        distill = self.config.distill
+        self.buffer.add(task.dreams.to(self.device), task.logits.to(self.device))
+        dreams, logits = self.buffer.tensors()
+        sgd = SgdConfig(distill.lr, self.config.train.momentum, self.config.train.weight_decay,
+                        self.config.train.batch_size)
+        loss = knowledge_acquisition(
+            self.model, self.x_train, self.y_train, dreams, logits, distill.epochs, sgd,
+            distill.kd_weight, distill.temperature, distill.dream_batch_size, self.generator,
+        )
+        if self.student is not None and self.config.dream.adaptive > 0:
+            # The adaptive-teaching student learns from dreams only, like the server model,
+            # so it marks what the dreams have not yet taught.
+            server = self.config.server_model
+            train_on_dreams(self.student, dreams, logits, server.steps,
+                            SgdConfig(server.lr, 0.9, 5e-4, server.batch_size),
+                            distill.temperature, self.generator)
+        return TrainReport(len(self.x_train), loss)
+
+    def _fedavg_train(self, task: FedAvgTrain) -> Reply:
+        if task.parameters is not None:
+            load_flat_state(self.model, task.parameters)
+        train_supervised(
+            self.model, self.x_train, self.y_train, task.epochs, self.config.train.sgd(),
+            self.generator, cosine=False,
+        )
+        return self._contribution(torch.from_numpy(flatten_state(self.model)), "parameters",
+                                  task.round)
+
+    def _load_parameters(self, task: LoadParameters) -> Reply:
+        load_flat_state(self.model, task.parameters)
+        return Ack()
+
+    def _evaluate(self, task: Evaluate) -> Reply:
+        accuracy, loss = evaluate(self.model, self.x_test, self.y_test)
+        return EvalReport(accuracy, loss, len(self.x_test))

@@ -1,0 +1,300 @@
+"""One typed, validated run configuration; errors name the field and what is allowed.
+
+Only the CLI reads files, environment and flags (TOML → CODREAM_* → flags); everything else
+receives a finished, frozen `RunConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from codream.dream_objective import DreamLossWeights
+from codream.local_dreaming import LocalDreamConfig
+from codream.server_optimizer import ServerOptimizerConfig
+from codream.training import SgdConfig
+
+STRATEGIES = ("codream", "fedavg", "independent", "centralized")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, of the wrong type or out of range; names the field."""
+
+
+def _require(condition: bool, name: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{name}: {message}")
+
+
+@dataclass(frozen=True)
+class DreamConfig:
+    """Collaborative synthesis: S global steps of M local steps each on B dreams."""
+
+    batch_size: int = 256
+    global_steps: int = 50
+    batches_per_round: int = 1
+    local_steps: int = 1
+    local_lr: float = 1.0
+    local_optimizer: str = "sgd"
+    entropy: float = 1.0
+    bn: float = 10.0
+    tv: float = 2.5e-5
+    l2: float = 3e-8
+    adaptive: float = 0.0
+    adaptive_from_round: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "global_steps", "batches_per_round", "local_steps"):
+            _require(getattr(self, name) >= 1, f"dream.{name}", "must be >= 1")
+        _require(self.local_lr > 0, "dream.local_lr", "must be > 0")
+        _require(
+            self.local_optimizer in ("sgd", "adam"),
+            "dream.local_optimizer",
+            f"must be 'sgd' or 'adam', got {self.local_optimizer!r}",
+        )
+        for name in ("entropy", "bn", "tv", "l2", "adaptive"):
+            _require(getattr(self, name) >= 0, f"dream.{name}", "must be >= 0")
+
+    def local(self) -> LocalDreamConfig:
+        weights = DreamLossWeights(self.entropy, self.bn, self.tv, self.l2, self.adaptive)
+        return LocalDreamConfig(self.local_steps, self.local_lr, self.local_optimizer, weights)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge acquisition on the clients: CE(local) + λ·T²·KL over a buffer of dream batches."""
+
+    temperature: float = 2.0
+    kd_weight: float = 1.0
+    buffer_batches: int = 4
+    epochs: int = 1
+    dream_batch_size: int = 128
+    lr: float = 0.01
+
+    def __post_init__(self) -> None:
+        _require(self.temperature > 0, "distill.temperature", "must be > 0")
+        _require(self.kd_weight >= 0, "distill.kd_weight", "must be >= 0")
+        _require(self.buffer_batches >= 1, "distill.buffer_batches", "must be >= 1")
+        _require(self.epochs >= 0, "distill.epochs", "must be >= 0")
+        _require(self.dream_batch_size >= 2, "distill.dream_batch_size", "must be >= 2")
+        _require(self.lr > 0, "distill.lr", "must be > 0")
+
+
+@dataclass(frozen=True)
+class ServerModelConfig:
+    """The coordinator's model trained on dreams only: its accuracy measures dream quality."""
+
+    model: str = "cnn"
+    steps: int = 300
+    lr: float = 0.05
+    batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        _require(self.steps >= 0, "server_model.steps", "must be >= 0")
+        _require(self.lr > 0, "server_model.lr", "must be > 0")
+        _require(self.batch_size >= 2, "server_model.batch_size", "must be >= 2")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Local supervised training (warm-up, Independent, FedAvg, Centralized)."""
+
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        _require(self.lr > 0, "train.lr", "must be > 0")
+        _require(0 <= self.momentum < 1, "train.momentum", "must be in [0, 1)")
+        _require(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        _require(self.batch_size >= 2, "train.batch_size", "must be >= 2")
+
+    def sgd(self) -> SgdConfig:
+        return SgdConfig(self.lr, self.momentum, self.weight_decay, self.batch_size)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    strategy: str = "codream"
+    dataset: str = "digits"
+    clients: int = 4
+    partition: str = "dirichlet:0.5"
+    min_client_size: int = 10
+    models: tuple[str, ...] = ("cnn",)
+    seed: int = 0
+    rounds: int = 5
+    warmup_epochs: int = 10
+    local_epochs: int = 1
+    weighting: str = "samples"
+    device: str = "auto"
+    out: str = "runs/latest"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    dream: DreamConfig = field(default_factory=DreamConfig)
+    server_optimizer: ServerOptimizerConfig = field(default_factory=ServerOptimizerConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    server_model: ServerModelConfig = field(default_factory=ServerModelConfig)
+
+    def __post_init__(self) -> None:
+        _require(
+            self.strategy in STRATEGIES,
+            "strategy",
+            f"must be one of {', '.join(STRATEGIES)}; got {self.strategy!r}",
+        )
+        _require(self.clients >= 1, "clients", f"must be >= 1, got {self.clients}")
+        _require(self.min_client_size >= 1, "min_client_size", "must be >= 1")
+        _require(self.rounds >= 0, "rounds", f"must be >= 0, got {self.rounds}")
+        _require(self.warmup_epochs >= 0, "warmup_epochs", "must be >= 0")
+        _require(self.local_epochs >= 0, "local_epochs", "must be >= 0")
+        _require(len(self.models) >= 1, "models", "name at least one model")
+        _require(
+            re.fullmatch(r"iid|dirichlet:[0-9.eE+-]+", self.partition) is not None,
+            "partition",
+            f"must be 'iid' or 'dirichlet:ALPHA', got {self.partition!r}",
+        )
+        _require(
+            self.weighting in ("samples", "equal"),
+            "weighting",
+            f"must be 'samples' or 'equal', got {self.weighting!r}",
+        )
+        _require(
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+            "device",
+            f"must be auto, cpu, cuda or cuda:N, got {self.device!r}",
+        )
+        _require(
+            self.server_optimizer.name in ("fedavg", "fedadam"),
+            "server_optimizer.name",
+            f"must be 'fedavg' or 'fedadam', got {self.server_optimizer.name!r}",
+        )
+        if self.strategy == "fedavg":
+            _require(
+                len(set(self.models)) == 1,
+                "models",
+                "fedavg averages parameters, so every client needs the same model; "
+                f"got {', '.join(self.models)}",
+            )
+
+    def model_for(self, client_index: int) -> str:
+        """Clients take the listed models in turn, so 4 names give 4 architectures."""
+        return self.models[client_index % len(self.models)]
+
+
+def _convert(value: Any, hint: Any, name: str) -> Any:
+    """Coerces TOML, environment (strings) and flag values to the declared type, or raises."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        _require(isinstance(value, Mapping), name, f"must be a table, got {value!r}")
+        return build(hint, value, prefix=f"{name}.")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        _require(isinstance(value, (list, tuple)), name, f"must be a list, got {value!r}")
+        return tuple(str(v) for v in value)
+    if hint is bool:
+        if isinstance(value, str):
+            lowered = value.lower()
+            _require(lowered in ("true", "false", "1", "0"), name, f"must be true or false, got {value!r}")
+            return lowered in ("true", "1")
+        _require(isinstance(value, bool), name, f"must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        try:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: must be an integer, got {value!r}") from None
+    if hint is float:
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: must be a number, got {value!r}") from None
+    if hint is str:
+        _require(isinstance(value, str), name, f"must be a string, got {value!r}")
+        return value
+    return value
+
+
+def build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+    """Builds a (nested) config dataclass from a mapping; unknown keys are errors, not ignored."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(
+                f"{prefix}{key}: unknown field; allowed: {', '.join(sorted(known))}"
+            )
+    kwargs = {key: _convert(value, hints[key], f"{prefix}{key}") for key, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {error}") from None
+
+
+def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge of nested dicts; override wins."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def dotted(assignments: Mapping[str, Any]) -> dict[str, Any]:
+    """{'dream.global_steps': 5} → {'dream': {'global_steps': 5}}."""
+    out: dict[str, Any] = {}
+    for key, value in assignments.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """CODREAM_DREAM__GLOBAL_STEPS=5 → {'dream': {'global_steps': '5'}} (double underscore nests)."""
+    found = {
+        key[len("CODREAM_") :].lower().replace("__", "."): value
+        for key, value in environ.items()
+        if key.startswith("CODREAM_")
+    }
+    return dotted(found)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain nested dict for metrics.json and TOML output."""
+    data = dataclasses.asdict(config)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+
+def to_toml(config: RunConfig) -> str:
+    """Writes the config as TOML so a run directory records exactly what ran."""
+
+    def scalar(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, str):
+            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(value, (list, tuple)):
+            return "[" + ", ".join(scalar(v) for v in value) + "]"
+        return repr(value)
+
+    data = to_dict(config)
+    lines = [f"{k} = {scalar(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for section, values in data.items():
+        if isinstance(values, dict):
+            lines.append(f"\n[{section}]")
+            lines.extend(f"{k} = {scalar(v)}" for k, v in values.items())
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,68 @@
+"""The in-memory transport: delivers the coordinator's broadcasts to node objects in one process.
+
+It is the reference the gRPC transport must agree with; it also counts the bytes each node
+would send and receive, so communication is reported the same way for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from codream.aggregation import Contribution, PlainSummer, Summer
+from codream.messages import Reply, Task, payload_bytes
+
+
+class TaskHandler(Protocol):
+    node_id: str
+
+    def handle(self, task: Task) -> Reply: ...
+
+
+def drive(
+    rounds: Any,
+    nodes: Mapping[str, TaskHandler],
+    summer: Summer | None = None,
+    on_report: Callable[[Any], None] | None = None,
+) -> None:
+    """Runs a round-logic generator to completion against in-process nodes."""
+    # Imported here: coordinator.round_logic itself imports the method core.
+    from coordinator.round_logic import Broadcast, Replies, RoundReport
+
+    summer = summer or PlainSummer()
+
+    def advance(value: Any) -> Any:
+        try:
+            return rounds.send(value)
+        except StopIteration:
+            return None
+
+    request = advance(None)
+    while request is not None:
+        if isinstance(request, RoundReport):
+            if on_report is not None:
+                on_report(request)
+            request = advance(None)
+            continue
+        assert isinstance(request, Broadcast)
+        task = request.task
+        down = payload_bytes(task)
+        by_node = {node_id: node.handle(task) for node_id, node in nodes.items()}
+        traffic = {node_id: (down, payload_bytes(reply)) for node_id, reply in by_node.items()}
+        total = None
+        if request.summed:
+            contributions = {k: r for k, r in by_node.items() if isinstance(r, Contribution)}
+            size = request.size or _common_size(contributions)
+            total = summer.sum(contributions, size)
+            skipped = {k: getattr(r, "reason", "no contribution")
+                       for k, r in by_node.items() if not isinstance(r, Contribution)}
+            if skipped:
+                total = type(total)(total.total, total.weight, total.contributors,
+                                    {**total.excluded, **skipped})
+        request = advance(Replies(by_node, total, traffic))
+
+
+def _common_size(contributions: Mapping[str, Contribution]) -> int:
+    """When the coordinator cannot know the size (FedAvg's first round), the majority decides."""
+    sizes = [len(c.weighted_values) for c in contributions.values()]
+    return max(set(sizes), key=sizes.count) if sizes else 0

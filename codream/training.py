@@ -1,0 +1,192 @@
+"""Supervised training, evaluation and distillation loops shared by nodes, the server model and baselines.
+
+Every loop takes an explicit torch.Generator for shuffling so that a run is reproducible
+from its seeds, whichever transport drives it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class SgdConfig:
+    """SGD with momentum and weight decay, the warm-up recipe of DESIGN §1."""
+
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+
+
+def make_sgd(model: nn.Module, config: SgdConfig) -> torch.optim.SGD:
+    return torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    order = torch.randperm(n, generator=generator)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def train_supervised(
+    model: nn.Module,
+    x: torch.Tensor,  # (N, C, H, W) on the model's device
+    y: torch.Tensor,  # (N,)
+    epochs: int,
+    config: SgdConfig,
+    generator: torch.Generator,
+    cosine: bool = True,
+) -> float:
+    """Cross-entropy training; returns the mean loss of the last epoch (nan if no batches)."""
+    if epochs <= 0 or len(x) == 0:
+        return float("nan")
+    optimizer = make_sgd(model, config)
+    batches_per_epoch = max(1, -(-len(x) // config.batch_size))
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * batches_per_epoch)
+        if cosine
+        else None
+    )
+    model.train()
+    last = float("nan")
+    for _ in range(epochs):
+        total, count = 0.0, 0
+        for idx in _batches(len(x), config.batch_size, generator):
+            if len(idx) < 2:  # BatchNorm cannot normalise a single sample
+                continue
+            idx = idx.to(x.device)
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+        last = total / max(count, 1)
+    return last
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Logits in eval mode, in chunks so a large test set fits any device."""
+    was_training = model.training
+    model.eval()
+    out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    model.train(was_training)
+    return out  # (N, classes)
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) on a held-out set."""
+    logits = predict_logits(model, x)
+    return (logits.argmax(1) == y).float().mean().item(), F.cross_entropy(logits, y).item()
+
+
+def distillation_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """T² · KL(softmax(z̄/T) ‖ softmax(s/T)); the T² keeps gradients comparable across T."""
+    log_student = F.log_softmax(student_logits / temperature, dim=1)
+    target = F.softmax(teacher_logits / temperature, dim=1)
+    return F.kl_div(log_student, target, reduction="batchmean") * temperature**2
+
+
+class frozen_batchnorm_statistics:
+    """Within the block BN layers still normalise with batch statistics but keep their running ones.
+
+    Knowledge acquisition runs dreams through the model in train mode; without this the running
+    statistics (used at test time, and as the BN prior of the next synthesis) would drift towards
+    the dreams' statistics.
+    """
+
+    def __init__(self, model: nn.Module):
+        self._layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self._saved: list[float | None] = []
+
+    def __enter__(self) -> None:
+        self._saved = [m.momentum for m in self._layers]
+        for m in self._layers:
+            m.momentum = 0.0
+
+    def __exit__(self, *exc) -> None:
+        for m, momentum in zip(self._layers, self._saved, strict=False):
+            m.momentum = momentum
+
+
+def sample_dreams(
+    dreams: torch.Tensor, targets: torch.Tensor, size: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    idx = torch.randint(len(dreams), (min(size, len(dreams)),), generator=generator)
+    idx = idx.to(dreams.device)
+    return dreams[idx], targets[idx]
+
+
+def knowledge_acquisition(
+    model: nn.Module,
+    x: torch.Tensor,  # (N, C, H, W) local data
+    y: torch.Tensor,  # (N,)
+    dreams: torch.Tensor,  # (D, C, H, W) the dream buffer
+    dream_logits: torch.Tensor,  # (D, classes) aggregated soft labels z̄
+    epochs: int,
+    config: SgdConfig,
+    kd_weight: float,
+    temperature: float,
+    dream_batch_size: int,
+    generator: torch.Generator,
+) -> float:
+    """CE on local data + λ·KD on dreams, in separate forward passes so BN statistics never mix."""
+    if epochs <= 0:
+        return float("nan")
+    optimizer = make_sgd(model, config)
+    model.train()
+    last = float("nan")
+    for _ in range(epochs):
+        total, count = 0.0, 0
+        for idx in _batches(len(x), config.batch_size, generator):
+            if len(idx) < 2:
+                continue
+            idx = idx.to(x.device)
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            dream_x, dream_z = sample_dreams(dreams, dream_logits, dream_batch_size, generator)
+            with frozen_batchnorm_statistics(model):
+                kd = distillation_loss(model(dream_x), dream_z, temperature)
+            loss = loss + kd_weight * kd
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+        last = total / max(count, 1)
+    return last
+
+
+def train_on_dreams(
+    model: nn.Module,
+    dreams: torch.Tensor,  # (D, C, H, W)
+    dream_logits: torch.Tensor,  # (D, classes)
+    steps: int,
+    config: SgdConfig,
+    temperature: float,
+    generator: torch.Generator,
+) -> float:
+    """Distil soft labels into a model that never sees real data (the server model)."""
+    if steps <= 0:
+        return float("nan")
+    optimizer = make_sgd(model, config)
+    model.train()
+    loss_value = float("nan")
+    for _ in range(steps):
+        dream_x, dream_z = sample_dreams(dreams, dream_logits, config.batch_size, generator)
+        loss = distillation_loss(model(dream_x), dream_z, temperature)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_value = loss.item()
+    return loss_value

@@ -1,0 +1,1 @@
+"""Coordinator: membership, the round state machine, aggregation and the server optimiser."""
