@@ -1,0 +1,372 @@
+"""Client side of SecAgg / SecAgg+ (Bonawitz et al. CCS 2017; Bell et al. CCS 2020) with sessions.
+
+One `SecAggClient` lives for a whole session. Per block of `steps_per_block` steps it advertises
+a fresh encryption key and one fresh masking key pair per step, and Shamir-shares each step's
+masking secret key s_sk[j] and self-mask seed b[j] among its neighbourhood. Each step then costs
+only MaskedInputCollection (+ ConsistencyCheck) and Unmasking; recovering a client that drops at
+step j reveals s_sk[j] only, from which nothing about other steps' masks follows.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from secagg import common, shamir
+from secagg.config import SecAggConfig
+from secagg.errors import (
+    ConfigError,
+    DecryptionFailed,
+    DroppedClient,
+    InsufficientSurvivors,
+    MalformedMessage,
+    PhaseError,
+    RevealRefused,
+    SignatureInvalid,
+    UnknownClient,
+)
+from secagg.messages import (
+    KIND_MASK_KEY,
+    KIND_SELF_MASK,
+    AdvertiseKeys,
+    ConsistencyRequest,
+    ConsistencySignature,
+    Header,
+    KeyDirectory,
+    MaskedInput,
+    ShareDelivery,
+    ShareKeys,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+from secagg.prg import MaskExpander
+
+_NONCE = 12
+
+
+class Phase(enum.Enum):
+    NEED_KEYS = "need_keys"  # a new block must be set up (advertise_keys)
+    ADVERTISED = "advertised"  # waiting for the key directory
+    SHARED = "shared"  # waiting for the share delivery
+    READY = "ready"  # may send the masked input of the current step
+    MASKED = "masked"  # masked input sent; waiting for consistency / unmask requests
+    SIGNED = "signed"  # (authenticated) survivor list signed
+    OUT = "out"  # aborted or declared dropped: takes no further part in the session
+
+
+@dataclass
+class _BlockSecrets:
+    c_private: X25519PrivateKey = field(repr=False)
+    s_privates: list[X25519PrivateKey] = field(repr=False)
+    b_seeds: list[bytes] = field(repr=False)
+    peer_c: dict[int, bytes] = field(default_factory=dict)
+    peer_s: dict[int, tuple[bytes, ...]] = field(default_factory=dict)
+    # holder shares: peer -> (2, steps, CHUNKS) uint64, [0] = s_sk shares, [1] = b shares
+    held: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+
+
+class SecAggClient:
+    """One client's protocol state machine; every method validates and raises on bad input."""
+
+    def __init__(
+        self,
+        client_id: int,
+        config: SecAggConfig,
+        session_id: bytes,
+        *,
+        identity_key: Ed25519PrivateKey | None = None,
+        peer_identities: Mapping[int, Ed25519PublicKey] | None = None,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        if not 0 <= client_id < config.n_clients:
+            raise UnknownClient(f"client_id must be in [0, {config.n_clients}), got {client_id}")
+        if config.authenticated and (identity_key is None or peer_identities is None):
+            raise ConfigError("authenticated mode needs identity_key and peer_identities")
+        self.id = client_id
+        self.config = config
+        self.session_id = session_id
+        self._identity = identity_key
+        self._peer_identities = dict(peer_identities or {})
+        self._random_bytes = random_bytes
+        self.neighbours = common.session_graph(config, session_id)[client_id]
+        self.alive: set[int] = set(self.neighbours)  # neighbours still in the session
+        self.step = 0  # the step whose masked input is next
+        self.block = -1
+        self.phase = Phase.NEED_KEYS
+        self.last_clipped = 0  # elements clipped in the last masked input
+        self._secrets: _BlockSecrets | None = None
+        self._revealed: dict[tuple[int, int], int] = {}  # (peer, step) -> kind revealed
+        self._survivors_signed: tuple[int, ...] | None = None
+        self._expander: MaskExpander | None = None
+
+    # -- round 0: AdvertiseKeys ---------------------------------------------------------------
+    def advertise_keys(self) -> AdvertiseKeys:
+        """Start the next block: fresh encryption key and one masking key pair per step."""
+        self._expect(Phase.NEED_KEYS, "advertise_keys")
+        self.block += 1
+        steps = self.config.steps_per_block
+        self._secrets = _BlockSecrets(
+            c_private=self._new_x25519(),
+            s_privates=[self._new_x25519() for _ in range(steps)],
+            b_seeds=[self._random_bytes(32) for _ in range(steps)],
+        )
+        message = AdvertiseKeys(
+            Header(self.session_id, self.block, self.id),
+            _public(self._secrets.c_private),
+            tuple(_public(k) for k in self._secrets.s_privates),
+        )
+        if self.config.authenticated:
+            signature = self._identity.sign(message.signed_bytes())
+            message = AdvertiseKeys(message.header, message.c_public, message.s_publics, signature)
+        self._own_advert = message
+        self.phase = Phase.ADVERTISED
+        return message
+
+    # -- round 1: ShareKeys -------------------------------------------------------------------
+    def share_keys(self, directory: KeyDirectory) -> ShareKeys:
+        """Check the neighbours' advertised keys, then send each its encrypted shares."""
+        self._expect(Phase.ADVERTISED, "share_keys")
+        common.check_header(directory.header, self.session_id, self.block, "KeyDirectory")
+        if directory.header.client_id != self.id:
+            raise UnknownClient("KeyDirectory addressed to another client")
+        secrets = self._secrets
+        senders = [e.header.client_id for e in directory.entries]
+        common.check_ids(senders, self.neighbours | {self.id}, "KeyDirectory")
+        for entry in directory.entries:
+            self._check_advert(entry)
+        if self.id not in senders:
+            raise MalformedMessage("KeyDirectory lacks this client's own advertisement")
+        own = directory.entries[senders.index(self.id)]
+        if not hmac.compare_digest(own.to_bytes(), self._own_advert.to_bytes()):
+            raise RevealRefused("KeyDirectory altered this client's own advertisement")
+        for entry in directory.entries:
+            if entry.header.client_id in self.alive:
+                secrets.peer_c[entry.header.client_id] = entry.c_public
+                secrets.peer_s[entry.header.client_id] = entry.s_publics
+        holders = sorted(secrets.peer_c) + [self.id]
+        self._need(len(holders), "advertised keys")
+        xs = [common.x_coordinate(h) for h in holders]
+        payload = [_private_bytes(k) for k in secrets.s_privates] + secrets.b_seeds
+        shares = shamir.split(payload, xs, self.config.threshold, self._random_bytes)
+        steps = self.config.steps_per_block
+        ciphertexts = []
+        for row, holder in zip(shares, holders, strict=True):
+            bundle = row.reshape(2, steps, shamir.CHUNKS)
+            if holder == self.id:
+                secrets.held[self.id] = bundle
+                continue
+            key = common.transport_key(
+                secrets.c_private, secrets.peer_c[holder], self.session_id, self.block, self.id,
+                holder,
+            )
+            nonce = self._random_bytes(_NONCE)
+            aad = common.transport_aad(self.session_id, self.block, self.id, holder)
+            plaintext = bundle.astype("<u4").tobytes()
+            ciphertexts.append((holder, nonce + AESGCM(key).encrypt(nonce, plaintext, aad)))
+        self.phase = Phase.SHARED
+        return ShareKeys(Header(self.session_id, self.block, self.id), tuple(ciphertexts))
+
+    def receive_shares(self, delivery: ShareDelivery) -> None:
+        """Decrypt the bundles from neighbours; those who sent none are out of the session."""
+        self._expect(Phase.SHARED, "receive_shares")
+        common.check_header(delivery.header, self.session_id, self.block, "ShareDelivery")
+        if delivery.header.client_id != self.id:
+            raise UnknownClient("ShareDelivery addressed to another client")
+        secrets = self._secrets
+        senders = common.check_ids([s for s, _ in delivery.ciphertexts], set(secrets.peer_c),
+                                   "ShareDelivery")
+        expected = shamir.SHARE_BYTES * 2 * self.config.steps_per_block
+        for sender, blob in delivery.ciphertexts:
+            key = common.transport_key(
+                secrets.c_private, secrets.peer_c[sender], self.session_id, self.block, sender,
+                self.id,
+            )
+            aad = common.transport_aad(self.session_id, self.block, sender, self.id)
+            try:
+                plaintext = AESGCM(key).decrypt(blob[:_NONCE], blob[_NONCE:], aad)
+            except (InvalidTag, ValueError) as exc:
+                raise DecryptionFailed(f"share bundle from client {sender} failed") from exc
+            if len(plaintext) != expected:
+                raise MalformedMessage(f"share bundle from client {sender} has wrong length")
+            bundle = np.frombuffer(plaintext, dtype="<u4").astype(np.uint64)
+            if np.any(bundle >= shamir.PRIME):
+                raise MalformedMessage(f"share bundle from client {sender} out of field")
+            secrets.held[sender] = bundle.reshape(2, self.config.steps_per_block, shamir.CHUNKS)
+        self.alive &= set(senders)
+        self._need(len(self.alive) + 1, "neighbours that shared keys")
+        self.phase = Phase.READY
+
+    # -- round 2: MaskedInputCollection -------------------------------------------------------
+    def masked_input(self, step: int, x: np.ndarray, weight: float = 1.0) -> MaskedInput:
+        """y = q(x) || q(weight) || clipped + PRG(b) + sum_{v>u} PRG(s_uv) - sum_{v<u} PRG(s_uv)."""
+        self._expect(Phase.READY, "masked_input")
+        if step != self.step:
+            raise PhaseError(f"masked_input for step {step}, this client is at step {self.step}")
+        cfg = self.config
+        x = np.asarray(x)
+        if x.shape != (cfg.dim,):
+            raise ValueError(f"input must have shape ({cfg.dim},), got {x.shape}")
+        if not 0.0 <= weight <= cfg.max_weight:
+            raise ValueError(f"weight must be in [0, {cfg.max_weight}], got {weight}")
+        j = step - self.block * cfg.steps_per_block
+        secrets = self._secrets
+        y = np.empty(cfg.vector_length, dtype=np.uint32)  # (d + 2,)
+        _, clipped = cfg.values.encode(x, out=y[: cfg.dim])
+        y[cfg.dim] = cfg.weights.encode(np.array([weight]))[0][0]
+        y[cfg.dim + 1] = clipped
+        if self._expander is None:
+            self._expander = MaskExpander(cfg.vector_length)
+        expander = self._expander
+        expander.add_into(y, common.self_mask_key(secrets.b_seeds[j], self.session_id, step,
+                                                   self.id))
+        s_private = secrets.s_privates[j]
+        for v in sorted(self.alive):
+            key = common.pairwise_mask_key(
+                s_private, secrets.peer_s[v][j], self.session_id, step, self.id, v
+            )
+            (expander.add_into if v > self.id else expander.sub_into)(y, key)
+        self.last_clipped = clipped
+        self.phase = Phase.MASKED
+        return MaskedInput(Header(self.session_id, step, self.id), y)
+
+    # -- round 3: ConsistencyCheck (authenticated mode) ---------------------------------------
+    def sign_survivors(self, request: ConsistencyRequest) -> ConsistencySignature:
+        """Sign the survivor list U3; the unmask request must then carry exactly this list."""
+        self._expect(Phase.MASKED, "sign_survivors")
+        if not self.config.authenticated:
+            raise PhaseError("ConsistencyCheck is only run in authenticated mode")
+        common.check_header(request.header, self.session_id, self.step, "ConsistencyRequest")
+        survivors = common.check_ids(request.survivors, self._session_ids(), "ConsistencyRequest")
+        if self.id not in survivors:
+            raise RevealRefused("ConsistencyRequest does not list this client as a survivor")
+        self._survivors_signed = tuple(sorted(survivors))
+        payload = common.consistency_payload(self.session_id, self.step, survivors)
+        self.phase = Phase.SIGNED
+        return ConsistencySignature(Header(self.session_id, self.step, self.id),
+                                    self._identity.sign(payload))
+
+    # -- round 4: Unmasking -------------------------------------------------------------------
+    def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
+        """Reveal b-shares of surviving and s_sk-shares of dropped neighbours, never both."""
+        self._expect(Phase.SIGNED if self.config.authenticated else Phase.MASKED, "unmask")
+        common.check_header(request.header, self.session_id, self.step, "UnmaskRequest")
+        ids = self._session_ids()
+        survivors = set(common.check_ids(request.survivors, ids, "UnmaskRequest survivors"))
+        dropped = set(common.check_ids(request.dropped, ids, "UnmaskRequest dropped"))
+        both = survivors & dropped
+        if both:
+            raise RevealRefused(f"asked to reveal both secrets of clients {sorted(both)[:5]}")
+        if self.id not in survivors:
+            raise RevealRefused("UnmaskRequest does not list this client as a survivor")
+        if self.config.authenticated:
+            self._check_consistency(request)
+        local_survivors = survivors & (self.alive | {self.id})
+        local_dropped = dropped & self.neighbours
+        stale = (survivors | local_dropped) & (self.neighbours - self.alive)
+        if stale:
+            raise DroppedClient(f"clients {sorted(stale)[:5]} already left this session")
+        missing = self.alive - survivors - dropped
+        if missing:
+            raise MalformedMessage(f"UnmaskRequest omits live neighbours {sorted(missing)[:5]}")
+        self._need(len(local_survivors), "surviving neighbours")
+        step, j = self.step, self.step - self.block * self.config.steps_per_block
+        for peer, kind in [(p, KIND_MASK_KEY) for p in local_dropped] + [
+            (p, KIND_SELF_MASK) for p in local_survivors
+        ]:
+            if self._revealed.get((peer, step), kind) != kind:
+                raise RevealRefused(f"already revealed the other secret of client {peer}")
+        shares = []
+        for peer in sorted(local_dropped):
+            self._revealed[(peer, step)] = KIND_MASK_KEY
+            shares.append((peer, KIND_MASK_KEY, shamir.share_to_bytes(self._held(peer)[0, j])))
+        for peer in sorted(local_survivors):
+            self._revealed[(peer, step)] = KIND_SELF_MASK
+            shares.append((peer, KIND_SELF_MASK, shamir.share_to_bytes(self._held(peer)[1, j])))
+        self.alive -= local_dropped
+        self.step += 1
+        self._survivors_signed = None
+        if self.step % self.config.steps_per_block == 0:
+            self._secrets = None  # the block's secrets are spent; forget them
+            self.phase = Phase.NEED_KEYS
+        else:
+            self.phase = Phase.READY
+        return UnmaskResponse(Header(self.session_id, step, self.id), tuple(shares))
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _expect(self, phase: Phase, what: str) -> None:
+        if self.phase is not phase:
+            raise PhaseError(f"{what} called in phase {self.phase.value}, needs {phase.value}")
+
+    def _need(self, count: int, what: str) -> None:
+        if count < self.config.threshold:
+            self.phase = Phase.OUT
+            raise InsufficientSurvivors(
+                f"client {self.id}: {count} {what} < threshold {self.config.threshold}; aborting"
+            )
+
+    def _session_ids(self) -> frozenset[int]:
+        return frozenset(range(self.config.n_clients))
+
+    def _held(self, peer: int) -> np.ndarray:
+        secrets = self._secrets
+        if secrets is None or peer not in secrets.held:
+            raise UnknownClient(f"no shares held for client {peer}")
+        return secrets.held[peer]
+
+    def _new_x25519(self) -> X25519PrivateKey:
+        return X25519PrivateKey.from_private_bytes(self._random_bytes(32))
+
+    def _check_advert(self, entry: AdvertiseKeys) -> None:
+        common.check_header(entry.header, self.session_id, self.block, "AdvertiseKeys")
+        if len(entry.s_publics) != self.config.steps_per_block:
+            raise MalformedMessage("AdvertiseKeys has the wrong number of masking keys")
+        if self.config.authenticated:
+            verify_advert(entry, self._peer_identities)
+
+    def _check_consistency(self, request: UnmaskRequest) -> None:
+        if self._survivors_signed != tuple(sorted(request.survivors)):
+            raise RevealRefused("UnmaskRequest survivors differ from the list this client signed")
+        signers = common.check_ids([s for s, _ in request.signatures], set(request.survivors),
+                                   "UnmaskRequest signatures")
+        payload = common.consistency_payload(self.session_id, self.step, request.survivors)
+        for signer, signature in request.signatures:
+            verify(self._peer_identities, signer, signature, payload)
+        if len(signers) < self.config.threshold:
+            raise InsufficientSurvivors(
+                f"{len(signers)} consistency signatures < threshold {self.config.threshold}"
+            )
+
+
+def verify(identities: Mapping[int, Ed25519PublicKey], signer: int, signature: bytes,
+           payload: bytes) -> None:
+    """Raise SignatureInvalid unless `signer`'s identity key signed `payload`."""
+    if signer not in identities:
+        raise UnknownClient(f"no identity key for client {signer}")
+    try:
+        identities[signer].verify(signature, payload)
+    except InvalidSignature as exc:
+        raise SignatureInvalid(f"bad signature from client {signer}") from exc
+
+
+def verify_advert(entry: AdvertiseKeys, identities: Mapping[int, Ed25519PublicKey]) -> None:
+    """Raise SignatureInvalid unless the advertisement is signed by its sender."""
+    if entry.signature is None:
+        raise SignatureInvalid(f"unsigned AdvertiseKeys from client {entry.header.client_id}")
+    verify(identities, entry.header.client_id, entry.signature, entry.signed_bytes())
+
+
+def _public(key: X25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes_raw()
+
+
+def _private_bytes(key: X25519PrivateKey) -> bytes:
+    return key.private_bytes_raw()

@@ -1,0 +1,339 @@
+"""Server (coordinator) side of SecAgg / SecAgg+: relays ciphertexts, sums, unmasks.
+
+The server sees only public keys, ciphertexts it cannot read, masked inputs, and the shares it
+needs to remove the masks: b-shares of survivors and s_sk-shares of clients that dropped at this
+step. It aborts (InsufficientSurvivors) before asking for any share when fewer than the threshold
+could answer, so an aborted step releases nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from secagg import common, shamir
+from secagg.client import verify, verify_advert
+from secagg.config import SecAggConfig
+from secagg.errors import (
+    ConfigError,
+    DroppedClient,
+    DuplicateClient,
+    InsufficientSurvivors,
+    MalformedMessage,
+    PhaseError,
+    ReconstructionFailed,
+    UnknownClient,
+)
+from secagg.messages import (
+    KIND_MASK_KEY,
+    KIND_SELF_MASK,
+    AdvertiseKeys,
+    ConsistencyRequest,
+    ConsistencySignature,
+    Header,
+    KeyDirectory,
+    MaskedInput,
+    ShareDelivery,
+    ShareKeys,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+from secagg.prg import MaskExpander
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """The only thing a step releases: the survivors' sums."""
+
+    step: int
+    total: np.ndarray = field(repr=False)  # (d,) float64: sum of the survivors' clipped inputs
+    weight: float  # sum of the survivors' weights
+    clipped: int  # elements clipped across all survivors
+    survivors: tuple[int, ...]
+    dropped: tuple[int, ...]  # clients recovered at this step (out for the rest of the session)
+    error_bound: float  # |total - exact sum of clipped inputs| <= error_bound per element
+
+
+class SecAggServer:
+    """Coordinator state for one session; methods mirror the client's rounds."""
+
+    def __init__(
+        self,
+        config: SecAggConfig,
+        session_id: bytes | None = None,
+        *,
+        peer_identities: Mapping[int, Ed25519PublicKey] | None = None,
+    ) -> None:
+        if config.authenticated and peer_identities is None:
+            raise ConfigError("authenticated mode needs peer_identities")
+        self.config = config
+        self.session_id = os.urandom(16) if session_id is None else session_id
+        if len(self.session_id) != 16:
+            raise ConfigError("session_id must be 16 bytes")
+        self._identities = dict(peer_identities or {})
+        self.graph = common.session_graph(config, self.session_id)
+        self.alive: set[int] = set(range(config.n_clients))
+        self.dropped: set[int] = set()
+        self.block = -1
+        self.step = 0
+        self._expander = MaskExpander(config.vector_length)
+        self._start_block()
+
+    # -- rounds 0 and 1 -----------------------------------------------------------------------
+    def _start_block(self) -> None:
+        self.block += 1
+        self._adverts: dict[int, AdvertiseKeys] = {}
+        self._ciphertexts: dict[int, dict[int, bytes]] = {}  # receiver -> sender -> ct
+        self._share_senders: set[int] = set()
+        self._phase = "advertise"
+
+    def receive_advertise(self, message: AdvertiseKeys) -> None:
+        self._in_phase("advertise", "receive_advertise")
+        common.check_header(message.header, self.session_id, self.block, "AdvertiseKeys")
+        sender = self._live_sender(message.header.client_id, self._adverts)
+        if len(message.s_publics) != self.config.steps_per_block:
+            raise MalformedMessage("AdvertiseKeys has the wrong number of masking keys")
+        if self.config.authenticated:
+            verify_advert(message, self._identities)
+        self._adverts[sender] = message
+
+    def key_directory(self, client_id: int) -> KeyDirectory:
+        """Close AdvertiseKeys (non-advertisers are out) and give `client_id` its neighbours' keys."""
+        if self._phase == "advertise":
+            self._drop(self.alive - set(self._adverts))
+            self._check_neighbourhoods()
+            self._phase = "share"
+        self._in_phase("share", "key_directory")
+        self._live(client_id)
+        ids = sorted((self.graph[client_id] | {client_id}) & set(self._adverts))
+        return KeyDirectory(Header(self.session_id, self.block, client_id),
+                            tuple(self._adverts[i] for i in ids))
+
+    def receive_share_keys(self, message: ShareKeys) -> None:
+        self._in_phase("share", "receive_share_keys")
+        common.check_header(message.header, self.session_id, self.block, "ShareKeys")
+        sender = message.header.client_id
+        if sender in self._share_senders:
+            raise DuplicateClient(f"second ShareKeys from client {sender}")
+        self._live(sender)
+        receivers = common.check_ids([r for r, _ in message.ciphertexts],
+                                     self.graph[sender] & self.alive, "ShareKeys")
+        for receiver, ct in zip(receivers, (c for _, c in message.ciphertexts), strict=True):
+            self._ciphertexts.setdefault(receiver, {})[sender] = ct
+        self._share_senders.add(sender)
+
+    def share_delivery(self, client_id: int) -> ShareDelivery:
+        """Close ShareKeys (non-senders are out) and relay the bundles addressed to `client_id`."""
+        if self._phase == "share":
+            self._drop(self.alive - self._share_senders)
+            self._check_neighbourhoods()
+            self._phase = "input"
+            self._inputs: dict[int, np.ndarray] = {}
+        self._in_phase("input", "share_delivery")
+        self._live(client_id)
+        received = self._ciphertexts.get(client_id, {})
+        pairs = tuple((s, received[s]) for s in sorted(received) if s in self.alive)
+        return ShareDelivery(Header(self.session_id, self.block, client_id), pairs)
+
+    # -- rounds 2 to 4 ------------------------------------------------------------------------
+    def receive_masked_input(self, message: MaskedInput) -> None:
+        self._in_phase("input", "receive_masked_input")
+        common.check_header(message.header, self.session_id, self.step, "MaskedInput")
+        sender = self._live_sender(message.header.client_id, self._inputs)
+        if message.masked.shape != (self.config.vector_length,):
+            raise MalformedMessage(
+                f"masked input has {message.masked.shape[0]} elements, "
+                f"expected {self.config.vector_length}"
+            )
+        self._inputs[sender] = message.masked
+
+    def close_inputs(self) -> tuple[int, ...]:
+        """End MaskedInputCollection; returns the survivors U3 (whose inputs are in the sum).
+
+        Raises InsufficientSurvivors, before any share is asked for, when some needed secret
+        would have fewer than threshold surviving holders.
+        """
+        self._close_inputs()
+        if self._phase not in ("consistency", "unmask"):
+            raise PhaseError(f"close_inputs called in phase {self._phase}")
+        return self._survivors
+
+    def consistency_request(self, client_id: int) -> ConsistencyRequest:
+        """(Authenticated) close input collection and ask `client_id` to sign the survivors."""
+        if not self.config.authenticated:
+            raise PhaseError("ConsistencyCheck is only run in authenticated mode")
+        self._close_inputs()
+        self._in_phase("consistency", "consistency_request")
+        self._survivor(client_id)
+        return ConsistencyRequest(Header(self.session_id, self.step, client_id), self._survivors)
+
+    def receive_consistency(self, message: ConsistencySignature) -> None:
+        self._in_phase("consistency", "receive_consistency")
+        common.check_header(message.header, self.session_id, self.step, "ConsistencySignature")
+        signer = self._survivor(message.header.client_id)
+        if signer in self._signatures:
+            raise DuplicateClient(f"second consistency signature from client {signer}")
+        payload = common.consistency_payload(self.session_id, self.step, self._survivors)
+        verify(self._identities, signer, message.signature, payload)
+        self._signatures[signer] = message.signature
+
+    def unmask_request(self, client_id: int) -> UnmaskRequest:
+        """Close the previous round and ask survivor `client_id` for its shares."""
+        self._close_inputs()
+        if self._phase == "consistency":
+            if len(self._signatures) < self.config.threshold:
+                raise self._abort(f"{len(self._signatures)} consistency signatures")
+            self._phase = "unmask"
+        self._in_phase("unmask", "unmask_request")
+        self._survivor(client_id)
+        return UnmaskRequest(
+            Header(self.session_id, self.step, client_id),
+            self._survivors,
+            self._dropped_now,
+            tuple(sorted(self._signatures.items())),
+        )
+
+    def receive_unmask(self, message: UnmaskResponse) -> None:
+        self._in_phase("unmask", "receive_unmask")
+        common.check_header(message.header, self.session_id, self.step, "UnmaskResponse")
+        holder = self._survivor(message.header.client_id)
+        if holder in self._responders:
+            raise DuplicateClient(f"second UnmaskResponse from client {holder}")
+        holders_of = self.graph[holder] | {holder}
+        for peer, kind, share in message.shares:
+            wanted = self._survivors if kind == KIND_SELF_MASK else self._dropped_now
+            if peer not in wanted or peer not in holders_of:
+                raise UnknownClient(f"unrequested share of client {peer} from client {holder}")
+            try:
+                value = shamir.share_from_bytes(share)
+            except ValueError as exc:
+                raise MalformedMessage(str(exc)) from exc
+            bucket = self._shares.setdefault((peer, kind), {})
+            if holder in bucket:
+                raise DuplicateClient(f"client {holder} sent two shares of client {peer}")
+            bucket[holder] = value
+        self._responders.add(holder)
+
+    def finish_step(self) -> StepResult:
+        """Rebuild the needed secrets from exactly t shares each, unmask, decode, release."""
+        self._in_phase("unmask", "finish_step")
+        cfg, t, step = self.config, self.config.threshold, self.step
+        wanted = [(u, KIND_SELF_MASK) for u in self._survivors] + [
+            (v, KIND_MASK_KEY) for v in self._dropped_now
+        ]
+        groups: dict[tuple[int, ...], list[tuple[int, int]]] = {}
+        for key in wanted:
+            bucket = self._shares.get(key, {})
+            if len(bucket) < t:
+                raise self._abort(f"{len(bucket)} shares of client {key[0]}")
+            groups.setdefault(tuple(sorted(bucket)[:t]), []).append(key)
+        secrets: dict[tuple[int, int], bytes] = {}
+        for holders, keys in groups.items():
+            stacked = np.stack([[self._shares[k][h] for k in keys] for h in holders])
+            xs = [common.x_coordinate(h) for h in holders]
+            try:
+                rebuilt = shamir.reconstruct(stacked, xs)  # (t, len(keys), CHUNKS) -> secrets
+            except ValueError as exc:
+                raise ReconstructionFailed(str(exc)) from exc
+            secrets.update(zip(keys, rebuilt, strict=True))
+
+        total = np.zeros(cfg.vector_length, dtype=np.uint32)  # (d + 2,)
+        for y in self._inputs.values():
+            np.add(total, y, out=total)
+        j = step - self.block * cfg.steps_per_block
+        for u in self._survivors:
+            seed = secrets[(u, KIND_SELF_MASK)]
+            self._expander.sub_into(total, common.self_mask_key(seed, self.session_id, step, u))
+        for v in self._dropped_now:
+            s_private = X25519PrivateKey.from_private_bytes(secrets[(v, KIND_MASK_KEY)])
+            advertised = self._adverts[v].s_publics[j]
+            if not hmac.compare_digest(s_private.public_key().public_bytes_raw(), advertised):
+                raise ReconstructionFailed(f"rebuilt masking key of client {v} is not its own")
+            for u in sorted(self.graph[v] & set(self._survivors)):
+                key = common.pairwise_mask_key(
+                    s_private, self._adverts[u].s_publics[j], self.session_id, step, u, v
+                )
+                # u added PRG(s_uv) if v > u, subtracted it if v < u: undo that
+                (self._expander.sub_into if v > u else self._expander.add_into)(total, key)
+
+        result = StepResult(
+            step=step,
+            total=cfg.values.decode_sum(total[: cfg.dim]),
+            weight=float(cfg.weights.decode_sum(total[cfg.dim : cfg.dim + 1])[0]),
+            clipped=int(total[cfg.dim + 1]),
+            survivors=self._survivors,
+            dropped=self._dropped_now,
+            error_bound=cfg.values.sum_error_bound(len(self._survivors)),
+        )
+        self._drop(set(self._dropped_now))
+        self.step += 1
+        if self.step % cfg.steps_per_block == 0:
+            self._start_block()
+        else:
+            self._phase = "input"
+            self._inputs = {}
+        return result
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _close_inputs(self) -> None:
+        if self._phase != "input":
+            return
+        survivors = tuple(sorted(self._inputs))
+        dropped = tuple(sorted(self.alive - set(survivors)))
+        alive_survivors = set(survivors)
+        t = self.config.threshold
+        for owner in survivors + dropped:
+            holders = (self.graph[owner] | {owner}) & alive_survivors
+            if len(holders) < t:
+                raise self._abort(f"{len(holders)} surviving holders of client {owner}'s shares")
+        self._survivors, self._dropped_now = survivors, dropped
+        self._signatures: dict[int, bytes] = {}
+        self._shares: dict[tuple[int, int], dict[int, np.ndarray]] = {}
+        self._responders: set[int] = set()
+        self._phase = "consistency" if self.config.authenticated else "unmask"
+
+    def _abort(self, what: str) -> InsufficientSurvivors:
+        self._phase = "aborted"
+        return InsufficientSurvivors(
+            f"step {self.step}: {what} < threshold {self.config.threshold}; session aborted, "
+            "nothing released"
+        )
+
+    def _check_neighbourhoods(self) -> None:
+        for owner in self.alive:
+            holders = (self.graph[owner] | {owner}) & self.alive
+            if len(holders) < self.config.threshold:
+                raise self._abort(f"{len(holders)} live holders for client {owner}")
+
+    def _drop(self, ids: set[int]) -> None:
+        self.alive -= ids
+        self.dropped |= ids
+
+    def _in_phase(self, phase: str, what: str) -> None:
+        if self._phase != phase:
+            raise PhaseError(f"{what} called in phase {self._phase}, needs {phase}")
+
+    def _live(self, client_id: int) -> int:
+        if client_id in self.dropped:
+            raise DroppedClient(f"client {client_id} has left this session")
+        if client_id not in self.alive:
+            raise UnknownClient(f"client {client_id} is not in this session")
+        return client_id
+
+    def _live_sender(self, client_id: int, seen: Mapping[int, object]) -> int:
+        self._live(client_id)
+        if client_id in seen:
+            raise DuplicateClient(f"second message from client {client_id}")
+        return client_id
+
+    def _survivor(self, client_id: int) -> int:
+        self._live(client_id)
+        if client_id not in self._survivors:
+            raise UnknownClient(f"client {client_id} is not a survivor of step {self.step}")
+        return client_id
