@@ -69,9 +69,11 @@ def test_fedadam_without_bias_correction():
                                    bias_correction=False)
     state = init_state(config, PARAMS)
     x, state = apply_update(config, state, PARAMS, DELTA_1)
-    step = 0.2 * 0.1 / (math.sqrt(0.001) + 1e-8)
-    torch.testing.assert_close(x, torch.tensor([1.0 + step, 2.0 - step], dtype=torch.float64),
-                               rtol=0, atol=1e-8)
+    step_0 = 0.2 * 0.05 / (math.sqrt(0.00025) + 1e-8)
+    step_1 = 0.2 * 0.1 / (math.sqrt(0.001) + 1e-8)
+    assert step_0 == pytest.approx(0.632456, abs=1e-6) and step_1 == pytest.approx(0.632456, abs=1e-6)
+    torch.testing.assert_close(x, torch.tensor([1.0 + step_0, 2.0 - step_1], dtype=torch.float64),
+                               rtol=0, atol=1e-9)
     # Step 2: 0.2·(0.145, 0.01)/√(0.00124975, 0.001999) = (0.820326, 0.044733).
     x, state = apply_update(config, state, x, DELTA_2)
     torch.testing.assert_close(
