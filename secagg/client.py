@@ -165,7 +165,11 @@ class SecAggClient:
                 secrets.held[self.id] = bundle
                 continue
             key = common.transport_key(
-                secrets.c_private, secrets.peer_c[holder], self.session_id, self.block, self.id,
+                secrets.c_private,
+                secrets.peer_c[holder],
+                self.session_id,
+                self.block,
+                self.id,
                 holder,
             )
             nonce = self._random_bytes(_NONCE)
@@ -182,12 +186,15 @@ class SecAggClient:
         if delivery.header.client_id != self.id:
             raise UnknownClient("ShareDelivery addressed to another client")
         secrets = self._secrets
-        senders = common.check_ids([s for s, _ in delivery.ciphertexts], set(secrets.peer_c),
-                                   "ShareDelivery")
+        senders = common.check_ids([s for s, _ in delivery.ciphertexts], set(secrets.peer_c), "ShareDelivery")
         expected = shamir.SHARE_BYTES * 2 * self.config.steps_per_block
         for sender, blob in delivery.ciphertexts:
             key = common.transport_key(
-                secrets.c_private, secrets.peer_c[sender], self.session_id, self.block, sender,
+                secrets.c_private,
+                secrets.peer_c[sender],
+                self.session_id,
+                self.block,
+                sender,
                 self.id,
             )
             aad = common.transport_aad(self.session_id, self.block, sender, self.id)
@@ -226,13 +233,10 @@ class SecAggClient:
         if self._expander is None:
             self._expander = MaskExpander(cfg.vector_length)
         expander = self._expander
-        expander.add_into(y, common.self_mask_key(secrets.b_seeds[j], self.session_id, step,
-                                                   self.id))
+        expander.add_into(y, common.self_mask_key(secrets.b_seeds[j], self.session_id, step, self.id))
         s_private = secrets.s_privates[j]
         for v in sorted(self.alive):
-            key = common.pairwise_mask_key(
-                s_private, secrets.peer_s[v][j], self.session_id, step, self.id, v
-            )
+            key = common.pairwise_mask_key(s_private, secrets.peer_s[v][j], self.session_id, step, self.id, v)
             (expander.add_into if v > self.id else expander.sub_into)(y, key)
         self.last_clipped = clipped
         self.phase = Phase.MASKED
@@ -251,8 +255,7 @@ class SecAggClient:
         self._survivors_signed = tuple(sorted(survivors))
         payload = common.consistency_payload(self.session_id, self.step, survivors)
         self.phase = Phase.SIGNED
-        return ConsistencySignature(Header(self.session_id, self.step, self.id),
-                                    self._identity.sign(payload))
+        return ConsistencySignature(Header(self.session_id, self.step, self.id), self._identity.sign(payload))
 
     # -- round 4: Unmasking -------------------------------------------------------------------
     def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
@@ -335,8 +338,9 @@ class SecAggClient:
     def _check_consistency(self, request: UnmaskRequest) -> None:
         if self._survivors_signed != tuple(sorted(request.survivors)):
             raise RevealRefused("UnmaskRequest survivors differ from the list this client signed")
-        signers = common.check_ids([s for s, _ in request.signatures], set(request.survivors),
-                                   "UnmaskRequest signatures")
+        signers = common.check_ids(
+            [s for s, _ in request.signatures], set(request.survivors), "UnmaskRequest signatures"
+        )
         payload = common.consistency_payload(self.session_id, self.step, request.survivors)
         for signer, signature in request.signatures:
             verify(self._peer_identities, signer, signature, payload)
@@ -346,8 +350,7 @@ class SecAggClient:
             )
 
 
-def verify(identities: Mapping[int, Ed25519PublicKey], signer: int, signature: bytes,
-           payload: bytes) -> None:
+def verify(identities: Mapping[int, Ed25519PublicKey], signer: int, signature: bytes, payload: bytes) -> None:
     """Raise SignatureInvalid unless `signer`'s identity key signed `payload`."""
     if signer not in identities:
         raise UnknownClient(f"no identity key for client {signer}")

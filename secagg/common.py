@@ -42,7 +42,11 @@ def self_mask_key(seed: bytes, session_id: bytes, step: int, owner: int) -> byte
 
 
 def transport_key(
-    c_private: X25519PrivateKey, peer_public: bytes, session_id: bytes, block: int, sender: int,
+    c_private: X25519PrivateKey,
+    peer_public: bytes,
+    session_id: bytes,
+    block: int,
+    sender: int,
     receiver: int,
 ) -> bytes:
     """AES-256-GCM key for the share bundle sender -> receiver of `block` (directional)."""

@@ -63,8 +63,7 @@ class SecAggConfig:
                 f"neighbourhood of {m}), got {self.threshold!r}"
             )
         # building the quantisers validates clip, scale and max_weight against wrap-around
-        self.values
-        self.weights
+        _ = (self.values, self.weights)
 
     @property
     def neighbourhood_size(self) -> int:

@@ -52,9 +52,7 @@ def harary_graph(ids: Sequence[int], degree: int, seed: bytes) -> dict[int, froz
     return {i: frozenset(v) for i, v in neighbours.items()}
 
 
-def build_graph(
-    kind: str, ids: Sequence[int], degree: int | None, seed: bytes
-) -> dict[int, frozenset[int]]:
+def build_graph(kind: str, ids: Sequence[int], degree: int | None, seed: bytes) -> dict[int, frozenset[int]]:
     """Neighbour sets of `kind` "complete" or "secagg+"."""
     if kind == "complete":
         return complete_graph(ids)

@@ -124,9 +124,7 @@ class KeyDirectory(_Wire):
     entries: tuple[AdvertiseKeys, ...]
 
     def _encode_body(self) -> bytes:
-        return struct.pack(">I", len(self.entries)) + b"".join(
-            _blob(e.to_bytes()) for e in self.entries
-        )
+        return struct.pack(">I", len(self.entries)) + b"".join(_blob(e.to_bytes()) for e in self.entries)
 
     @classmethod
     def _decode_body(cls, header: Header, r: _Reader) -> KeyDirectory:
@@ -304,9 +302,7 @@ def _encode_header(tag: int, header: Header) -> bytes:
 
 
 def _encode_pairs(pairs: tuple[tuple[int, bytes], ...]) -> bytes:
-    return struct.pack(">I", len(pairs)) + b"".join(
-        struct.pack(">I", i) + _blob(data) for i, data in pairs
-    )
+    return struct.pack(">I", len(pairs)) + b"".join(struct.pack(">I", i) + _blob(data) for i, data in pairs)
 
 
 def _decode_pairs(r: _Reader) -> tuple[tuple[int, bytes], ...]:

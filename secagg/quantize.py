@@ -42,10 +42,11 @@ class FixedPoint:
         if self.max_code < 1:
             raise ConfigError(f"scale {self.scale} too small for clip {self.clip}: all codes are 0")
         if self.max_code * self.n_clients > _SIGNED_LIMIT:
+            max_scale = _SIGNED_LIMIT / self.n_clients / self.clip
             raise ConfigError(
                 f"clip={self.clip}, scale={self.scale} and n_clients={self.n_clients} could wrap "
                 f"mod 2^32: n_clients * round(clip * scale) = {self.max_code * self.n_clients} "
-                f"> 2^31 - 1; lower scale or clip (max scale {_SIGNED_LIMIT / self.n_clients / self.clip:.6g})"
+                f"> 2^31 - 1; lower scale or clip (max scale {max_scale:.6g})"
             )
 
     @property

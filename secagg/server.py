@@ -112,8 +112,9 @@ class SecAggServer:
         self._in_phase("share", "key_directory")
         self._live(client_id)
         ids = sorted((self.graph[client_id] | {client_id}) & set(self._adverts))
-        return KeyDirectory(Header(self.session_id, self.block, client_id),
-                            tuple(self._adverts[i] for i in ids))
+        return KeyDirectory(
+            Header(self.session_id, self.block, client_id), tuple(self._adverts[i] for i in ids)
+        )
 
     def receive_share_keys(self, message: ShareKeys) -> None:
         self._in_phase("share", "receive_share_keys")
@@ -122,8 +123,9 @@ class SecAggServer:
         if sender in self._share_senders:
             raise DuplicateClient(f"second ShareKeys from client {sender}")
         self._live(sender)
-        receivers = common.check_ids([r for r, _ in message.ciphertexts],
-                                     self.graph[sender] & self.alive, "ShareKeys")
+        receivers = common.check_ids(
+            [r for r, _ in message.ciphertexts], self.graph[sender] & self.alive, "ShareKeys"
+        )
         for receiver, ct in zip(receivers, (c for _, c in message.ciphertexts), strict=True):
             self._ciphertexts.setdefault(receiver, {})[sender] = ct
         self._share_senders.add(sender)
@@ -148,8 +150,7 @@ class SecAggServer:
         sender = self._live_sender(message.header.client_id, self._inputs)
         if message.masked.shape != (self.config.vector_length,):
             raise MalformedMessage(
-                f"masked input has {message.masked.shape[0]} elements, "
-                f"expected {self.config.vector_length}"
+                f"masked input has {message.masked.shape[0]} elements, expected {self.config.vector_length}"
             )
         self._inputs[sender] = message.masked
 
@@ -301,8 +302,7 @@ class SecAggServer:
     def _abort(self, what: str) -> InsufficientSurvivors:
         self._phase = "aborted"
         return InsufficientSurvivors(
-            f"step {self.step}: {what} < threshold {self.config.threshold}; session aborted, "
-            "nothing released"
+            f"step {self.step}: {what} < threshold {self.config.threshold}; session aborted, nothing released"
         )
 
     def _check_neighbourhoods(self) -> None:

@@ -49,8 +49,14 @@ class InProcessSession:
             identities = {i: k.public_key() for i, k in keys.items()}
         server = SecAggServer(config, session_id or random_bytes(16), peer_identities=identities)
         clients = {
-            i: SecAggClient(i, config, server.session_id, identity_key=keys and keys[i],
-                            peer_identities=identities, random_bytes=random_bytes)
+            i: SecAggClient(
+                i,
+                config,
+                server.session_id,
+                identity_key=keys and keys[i],
+                peer_identities=identities,
+                random_bytes=random_bytes,
+            )
             for i in range(config.n_clients)
         }
         return cls(config, server, clients)
