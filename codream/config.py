@@ -171,6 +171,13 @@ class RunConfig:
             "server_optimizer.name",
             f"must be 'fedavg' or 'fedadam', got {self.server_optimizer.name!r}",
         )
+        # ServerOptimizerConfig lives in the method core and does not validate itself.
+        opt = self.server_optimizer
+        _require(opt.lr > 0, "server_optimizer.lr", f"must be > 0, got {opt.lr}")
+        for name in ("beta1", "beta2"):
+            value = getattr(opt, name)
+            _require(0 <= value < 1, f"server_optimizer.{name}", f"must be in [0, 1), got {value}")
+        _require(opt.tau > 0, "server_optimizer.tau", f"must be > 0, got {opt.tau}")
         if self.strategy == "fedavg":
             _require(
                 len(set(self.models)) == 1,
