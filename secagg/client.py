@@ -260,6 +260,7 @@ class SecAggClient:
     # -- round 4: Unmasking -------------------------------------------------------------------
     def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
         """Reveal b-shares of surviving and s_sk-shares of dropped neighbours, never both."""
+        self._refuse_conflicts(request)  # a repeated request for a past step, checked first
         self._expect(Phase.SIGNED if self.config.authenticated else Phase.MASKED, "unmask")
         common.check_header(request.header, self.session_id, self.step, "UnmaskRequest")
         ids = self._session_ids()
@@ -305,6 +306,15 @@ class SecAggClient:
         return UnmaskResponse(Header(self.session_id, step, self.id), tuple(shares))
 
     # -- helpers ------------------------------------------------------------------------------
+    def _refuse_conflicts(self, request: UnmaskRequest) -> None:
+        """RevealRefused if the request asks for the other secret of a (peer, step) revealed."""
+        step = request.header.index
+        asks = [(p, KIND_SELF_MASK) for p in request.survivors]
+        asks += [(p, KIND_MASK_KEY) for p in request.dropped]
+        for peer, kind in asks:
+            if self._revealed.get((peer, step), kind) != kind:
+                raise RevealRefused(f"already revealed the other secret of client {peer}")
+
     def _expect(self, phase: Phase, what: str) -> None:
         if self.phase is not phase:
             raise PhaseError(f"{what} called in phase {self.phase.value}, needs {phase.value}")
