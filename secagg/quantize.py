@@ -63,14 +63,18 @@ class FixedPoint:
 
     def encode(self, x: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
         """x (d,) float -> (codes (d,) uint32, number of clipped elements). NaN raises."""
-        x = np.asarray(x, dtype=np.float64)
-        if np.isnan(x).any():
-            raise ValueError("input contains NaN")
-        clipped = int(np.count_nonzero(np.abs(x) > self.clip))
-        codes = np.rint(np.clip(x, -self.clip, self.clip) * self.scale).astype(np.int64)
+        x = np.asarray(x)
         if out is None:
             out = np.empty(x.shape, dtype=np.uint32)
-        np.copyto(out, codes.astype(np.uint32, casting="unsafe"), casting="unsafe")
+        inside = np.abs(x) <= self.clip  # False for NaN and +-inf too
+        clipped = x.size - int(np.count_nonzero(inside))
+        if clipped and np.isnan(x).any():
+            raise ValueError("input contains NaN")
+        scaled = np.clip(x, -self.clip, self.clip, dtype=np.float64)
+        scaled *= self.scale
+        np.rint(scaled, out=scaled)
+        # |code| <= max_code < 2^31, so the int32 cast is exact; its bits are the mod-2^32 code
+        np.copyto(out.view(np.int32), scaled, casting="unsafe")
         return out, clipped
 
     def decode_sum(self, codes: np.ndarray) -> np.ndarray:

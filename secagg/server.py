@@ -211,14 +211,12 @@ class SecAggServer:
             wanted = self._survivors if kind == KIND_SELF_MASK else self._dropped_now
             if peer not in wanted or peer not in holders_of:
                 raise UnknownClient(f"unrequested share of client {peer} from client {holder}")
-            try:
-                value = shamir.share_from_bytes(share)
-            except ValueError as exc:
-                raise MalformedMessage(str(exc)) from exc
+            if len(share) != shamir.SHARE_BYTES:
+                raise MalformedMessage(f"share must be {shamir.SHARE_BYTES} bytes, got {len(share)}")
             bucket = self._shares.setdefault((peer, kind), {})
             if holder in bucket:
                 raise DuplicateClient(f"client {holder} sent two shares of client {peer}")
-            bucket[holder] = value
+            bucket[holder] = share  # range-checked in bulk by finish_step
         self._responders.add(holder)
 
     def finish_step(self) -> StepResult:
@@ -235,8 +233,10 @@ class SecAggServer:
                 raise self._abort(f"{len(bucket)} shares of client {key[0]}")
             groups.setdefault(tuple(sorted(bucket)[:t]), []).append(key)
         secrets: dict[tuple[int, int], bytes] = {}
-        for holders, keys in groups.items():
-            stacked = np.stack([[self._shares[k][h] for k in keys] for h in holders])
+        for holders, keys in groups.items():  # one Lagrange vector per holder set
+            data = b"".join(self._shares[k][h] for h in holders for k in keys)
+            stacked = np.frombuffer(data, dtype="<u4").astype(np.uint64)
+            stacked = stacked.reshape(len(holders), len(keys), shamir.CHUNKS)
             xs = [common.x_coordinate(h) for h in holders]
             try:
                 rebuilt = shamir.reconstruct(stacked, xs)  # (t, len(keys), CHUNKS) -> secrets
