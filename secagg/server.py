@@ -208,7 +208,7 @@ class SecAggServer:
             raise DuplicateClient(f"second UnmaskResponse from client {holder}")
         holders_of = self.graph[holder] | {holder}
         for peer, kind, share in message.shares:
-            wanted = self._survivors if kind == KIND_SELF_MASK else self._dropped_now
+            wanted = self._survivor_set if kind == KIND_SELF_MASK else self._dropped_set
             if peer not in wanted or peer not in holders_of:
                 raise UnknownClient(f"unrequested share of client {peer} from client {holder}")
             if len(share) != shamir.SHARE_BYTES:
@@ -256,7 +256,7 @@ class SecAggServer:
             advertised = self._adverts[v].s_publics[j]
             if not hmac.compare_digest(s_private.public_key().public_bytes_raw(), advertised):
                 raise ReconstructionFailed(f"rebuilt masking key of client {v} is not its own")
-            for u in sorted(self.graph[v] & set(self._survivors)):
+            for u in sorted(self.graph[v] & self._survivor_set):
                 key = common.pairwise_mask_key(
                     s_private, self._adverts[u].s_publics[j], self.session_id, step, u, v
                 )
@@ -294,6 +294,7 @@ class SecAggServer:
             if len(holders) < t:
                 raise self._abort(f"{len(holders)} surviving holders of client {owner}'s shares")
         self._survivors, self._dropped_now = survivors, dropped
+        self._survivor_set, self._dropped_set = frozenset(survivors), frozenset(dropped)
         self._signatures: dict[int, bytes] = {}
         self._shares: dict[tuple[int, int], dict[int, np.ndarray]] = {}
         self._responders: set[int] = set()
@@ -334,6 +335,6 @@ class SecAggServer:
 
     def _survivor(self, client_id: int) -> int:
         self._live(client_id)
-        if client_id not in self._survivors:
+        if client_id not in self._survivor_set:
             raise UnknownClient(f"client {client_id} is not a survivor of step {self.step}")
         return client_id
