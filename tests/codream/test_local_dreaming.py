@@ -12,6 +12,15 @@ SHAPE = (8, 1, 8, 8)
 WEIGHTS = DreamLossWeights(entropy=1.0, bn=10.0, tv=0.1, l2=1e-3)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine they cost 10×."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _model(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     model = nn.Sequential(
