@@ -46,6 +46,7 @@ class DreamConfig:
     l2: float = 3e-8
     adaptive: float = 0.0
     adaptive_from_round: int = 2
+    diversity: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "global_steps", "batches_per_round", "local_steps"):
@@ -56,11 +57,13 @@ class DreamConfig:
             "dream.local_optimizer",
             f"must be 'sgd' or 'adam', got {self.local_optimizer!r}",
         )
-        for name in ("entropy", "bn", "tv", "l2", "adaptive"):
+        for name in ("entropy", "bn", "tv", "l2", "adaptive", "diversity"):
             _require(getattr(self, name) >= 0, f"dream.{name}", "must be >= 0")
 
     def local(self) -> LocalDreamConfig:
-        weights = DreamLossWeights(self.entropy, self.bn, self.tv, self.l2, self.adaptive)
+        weights = DreamLossWeights(
+            self.entropy, self.bn, self.tv, self.l2, self.adaptive, self.diversity
+        )
         return LocalDreamConfig(self.local_steps, self.local_lr, self.local_optimizer, weights)
 
 

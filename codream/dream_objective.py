@@ -26,12 +26,24 @@ class DreamLossWeights:
     tv: float = 2.5e-5
     l2: float = 3e-8
     adaptive: float = 0.0
+    diversity: float = 0.0
 
 
 def prediction_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Batch mean of −Σ p log p; computed from log-softmax so it never takes log(0)."""
     log_p = F.log_softmax(logits, dim=1)  # (B, classes)
     return -(log_p.exp() * log_p).sum(dim=1).mean()
+
+
+def class_balance(logits: torch.Tensor) -> torch.Tensor:
+    """−H(batch-mean softmax) (DAFL, Chen et al. 2019): lowest when the batch covers all classes.
+
+    Entropy minimisation alone collapses a batch onto the few classes a model is surest of
+    (on MNIST Dirichlet(0.5) we saw 180 of 256 dreams become one digit); this keeps the
+    batch spread over the classes without assigning labels to dreams.
+    """
+    mean_p = F.softmax(logits, dim=1).mean(dim=0)  # (classes,)
+    return (mean_p * mean_p.clamp_min(1e-12).log()).sum()
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
@@ -106,6 +118,7 @@ class DreamLossParts:
     tv: torch.Tensor
     l2: torch.Tensor
     adaptive: torch.Tensor
+    diversity: torch.Tensor
 
 
 def dream_loss(
@@ -124,6 +137,7 @@ def dream_loss(
     bn = bn_stats.loss().to(dreams.device) if bn_stats.has_batchnorm else zero
     tv = total_variation(dreams)
     l2 = l2_prior(dreams)
+    diversity = class_balance(logits) if weights.diversity > 0 else zero
     adaptive = zero
     if student is not None and weights.adaptive > 0:
         adaptive = disagreement(logits, student(dreams))
@@ -133,5 +147,6 @@ def dream_loss(
         + weights.tv * tv
         + weights.l2 * l2
         + weights.adaptive * adaptive
+        + weights.diversity * diversity
     )
-    return DreamLossParts(total, entropy, bn, tv, l2, adaptive)
+    return DreamLossParts(total, entropy, bn, tv, l2, adaptive, diversity)

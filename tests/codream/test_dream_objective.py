@@ -178,3 +178,13 @@ def test_dream_loss_combines_weighted_parts():
     # The adaptive term is off when its weight is zero, even with a student.
     off = dream_loss(model, x, DreamLossWeights(adaptive=0.0), student=student)
     assert off.adaptive.item() == 0.0
+
+
+def test_class_balance_is_lowest_for_a_batch_spread_over_all_classes():
+    from codream.dream_objective import class_balance
+
+    spread = torch.eye(4) * 20  # each sample confidently a different class
+    collapsed = torch.zeros(4, 4)
+    collapsed[:, 0] = 20  # every sample the same class
+    assert class_balance(spread).item() == pytest.approx(-math.log(4), abs=1e-4)
+    assert class_balance(collapsed).item() == pytest.approx(0.0, abs=1e-4)
