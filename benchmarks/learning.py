@@ -26,7 +26,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "dataset": "mnist", "clients": 4, "seeds": [0, 1], "partitions": ["iid", "dirichlet:0.5"],
         "baseline_epochs": 20, "warmup_epochs": 10, "rounds": 8,
         "dream": {"batch_size": 256, "global_steps": 50, "diversity": 5.0},
-        "distill": {"epochs": 2, "kd_weight": 3.0, "buffer_batches": 8},
+        "distill": {"epochs": 2, "kd_weight": 3.0, "buffer_batches": 8, "soft_labels": "class_counts"},
         "server_model": {"steps": 600},
         "hetero_models": "cnn,vgg,resnet8,mlp",
     },

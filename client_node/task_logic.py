@@ -33,6 +33,7 @@ from codream.messages import (
     TrainReport,
 )
 from codream.parameters import flatten_state, load_flat_state
+from codream.soft_labels import soft_label_values
 from codream.training import (
     SgdConfig,
     evaluate,
@@ -93,9 +94,11 @@ class NodeTaskLogic:
             raise TypeError(f"node {self.node_id}: unknown task type {type(task).__name__}")
         return handler(task)
 
-    def _contribution(self, values: torch.Tensor, what: str, round_index: int) -> Reply:
+    def _contribution(self, values: torch.Tensor, what: str, round_index: int,
+                      already_weighted: bool = False) -> Reply:
         """w_k·v_k as float32, or a Skip if anything is non-finite: it must never be summed."""
-        flat = (values.detach().float() * self.weight).reshape(-1).cpu().numpy()
+        weighted = values.detach().float() * (1.0 if already_weighted else self.weight)
+        flat = weighted.reshape(-1).cpu().numpy()
         flat = np.ascontiguousarray(flat, dtype=np.float32)
         if not np.isfinite(flat).all():
             bad = int((~np.isfinite(flat)).sum())
@@ -128,8 +131,10 @@ class NodeTaskLogic:
         return self._contribution(delta, "dream update", task.round)
 
     def _soft_labels(self, task: SoftLabels) -> Reply:
-        logits = predict_logits(self.model, task.dreams.to(self.device))
-        return self._contribution(logits, "soft labels", task.round)
+        logits = predict_logits(self.model, task.dreams.to(self.device))  # (B, classes)
+        counts = torch.bincount(self.y_train.cpu(), minlength=logits.shape[1])
+        values = soft_label_values(logits, self.weight, counts, self.config.distill.soft_labels)
+        return self._contribution(values, "soft labels", task.round, already_weighted=True)
 
     def _acquire_knowledge(self, task: AcquireKnowledge) -> Reply:
         distill = self.config.distill

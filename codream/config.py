@@ -16,6 +16,7 @@ from typing import Any
 from codream.dream_objective import DreamLossWeights
 from codream.local_dreaming import LocalDreamConfig
 from codream.server_optimizer import ServerOptimizerConfig
+from codream.soft_labels import MODES as SOFT_LABEL_MODES
 from codream.training import SgdConfig
 
 STRATEGIES = ("codream", "fedavg", "independent", "centralized")
@@ -46,7 +47,7 @@ class DreamConfig:
     l2: float = 3e-8
     adaptive: float = 0.0
     adaptive_from_round: int = 2
-    diversity: float = 0.0
+    diversity: float = 5.0
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "global_steps", "batches_per_round", "local_steps"):
@@ -72,13 +73,19 @@ class DistillConfig:
     """Knowledge acquisition on the clients: CE(local) + λ·T²·KL over a buffer of dream batches."""
 
     temperature: float = 2.0
-    kd_weight: float = 1.0
-    buffer_batches: int = 4
-    epochs: int = 1
+    kd_weight: float = 3.0
+    buffer_batches: int = 8
+    epochs: int = 2
     dream_batch_size: int = 128
     lr: float = 0.01
+    soft_labels: str = "class_counts"
 
     def __post_init__(self) -> None:
+        _require(
+            self.soft_labels in SOFT_LABEL_MODES,
+            "distill.soft_labels",
+            f"must be one of {', '.join(SOFT_LABEL_MODES)}, got {self.soft_labels!r}",
+        )
         _require(self.temperature > 0, "distill.temperature", "must be > 0")
         _require(self.kd_weight >= 0, "distill.kd_weight", "must be >= 0")
         _require(self.buffer_batches >= 1, "distill.buffer_batches", "must be >= 1")
@@ -92,7 +99,7 @@ class ServerModelConfig:
     """The coordinator's model trained on dreams only: its accuracy measures dream quality."""
 
     model: str = "cnn"
-    steps: int = 300
+    steps: int = 600
     lr: float = 0.05
     batch_size: int = 128
 

@@ -34,6 +34,7 @@ from codream.messages import (
     TrainLocal,
 )
 from codream.server_optimizer import apply_update, init_state
+from codream.soft_labels import aggregated_logits, soft_label_size
 from codream.training import SgdConfig, evaluate, train_on_dreams
 
 log = logging.getLogger(__name__)
@@ -203,14 +204,16 @@ class CoordinatorRoundLogic:
                     continue
                 delta = torch.from_numpy(total.mean().astype(np.float32)).view(dream_shape)
                 dreams, state = apply_update(config.server_optimizer, state, dreams, delta)
-            logits_size = config.dream.batch_size * self.num_classes
+            mode = config.distill.soft_labels
+            logits_size = soft_label_size(config.dream.batch_size, self.num_classes, mode)
             replies = yield from self._send(SoftLabels(f"r{r}/b{b}/labels", r, dreams),
                                             logits_size, summed=True)
             if replies.total.weight <= 0:
                 log.warning("round %d: no soft labels aggregated; batch dropped", r)
                 continue
-            logits = torch.from_numpy(replies.total.mean().astype(np.float32)).view(
-                config.dream.batch_size, self.num_classes
+            logits = aggregated_logits(
+                torch.from_numpy(replies.total.total.astype(np.float32)), replies.total.weight,
+                config.dream.batch_size, self.num_classes, mode,
             )
             yield from self._send(AcquireKnowledge(f"r{r}/b{b}/acquire", r, dreams, logits))
             self.server_buffer.add(dreams.to(self.device), logits.to(self.device))

@@ -121,7 +121,8 @@ def _codream_traffic(history):
 
 
 def test_codream_bytes_are_the_dream_size_per_step(runs):
-    # Up: one Δ per global step (B·C·H·W float32) plus the soft labels (B·classes float32).
+    # Up: one Δ per global step (B·C·H·W float32) plus the soft labels (B·classes float32, and
+    # with the default class-count soft labels the client's class counts, classes float32).
     # Down: dreams at steps 1..S−1 (step 0 sends only a seed), with the soft-label request and with
     # the knowledge-acquisition task (which also carries the aggregated logits).
     result, _ = runs["codream"]
@@ -129,7 +130,7 @@ def test_codream_bytes_are_the_dream_size_per_step(runs):
     label_bytes = B * CLASSES * 4
     for metrics in result.history[1:]:
         for traffic in metrics["bytes"].values():
-            assert traffic["sent"] == S * dream_bytes + label_bytes
+            assert traffic["sent"] == S * dream_bytes + label_bytes + CLASSES * 4
             assert traffic["received"] == (S - 1) * dream_bytes + 2 * dream_bytes + label_bytes
     assert all(t == {"received": 0, "sent": 0} for t in result.history[0]["bytes"].values())
 

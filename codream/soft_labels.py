@@ -1,0 +1,52 @@
+"""Soft labels on the final dreams: what each client contributes and how the sums become targets.
+
+`samples` (DESIGN §1): z̄ = Σ w_k z_k / Σ w_k over logits. `class_counts`: each class's score is
+averaged only over the clients that hold that class, weighted by how many samples of it they
+hold: z̄_c = Σ_k n_kc log p_k(c|x̂) / Σ_k n_kc. Under label skew a class seen by one client is
+otherwise outvoted by clients that never saw it (on MNIST Dirichlet(0.5) the digit 9, held by
+one client, never won a dream's soft label). Both are plain sums, so secure aggregation carries
+either; `class_counts` reveals the global class histogram Σ_k n_kc to the coordinator, nothing
+per client.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+MODES = ("samples", "class_counts")
+
+
+def soft_label_values(
+    logits: torch.Tensor,  # (B, classes)
+    weight: float,
+    class_counts: torch.Tensor,  # (classes,)
+    mode: str,
+) -> torch.Tensor:
+    """The flat vector a client adds to the secure sum: (B·classes,) or (B·classes + classes,)."""
+    if mode == "samples":
+        return (logits.float() * weight).reshape(-1)
+    if mode == "class_counts":
+        counts = class_counts.to(logits.device).float()  # (classes,)
+        scores = F.log_softmax(logits.float(), dim=1) * counts  # (B, classes)
+        return torch.cat([scores.reshape(-1), counts])
+    raise ValueError(f"distill.soft_labels: unknown mode {mode!r}; use one of {', '.join(MODES)}")
+
+
+def soft_label_size(batch: int, classes: int, mode: str) -> int:
+    return batch * classes + (classes if mode == "class_counts" else 0)
+
+
+def aggregated_logits(total: torch.Tensor, weight: float, batch: int, classes: int, mode: str
+                      ) -> torch.Tensor:
+    """z̄ (B, classes) from the sums; a class no client holds gets the lowest score seen."""
+    if mode == "samples":
+        return (total / weight).view(batch, classes)
+    scores = total[: batch * classes].view(batch, classes)
+    counts = total[batch * classes :]  # (classes,)
+    held = counts > 0
+    out = torch.empty_like(scores)
+    out[:, held] = scores[:, held] / counts[held]
+    if (~held).any():
+        out[:, ~held] = out[:, held].min() if held.any() else 0.0
+    return out

@@ -1,0 +1,49 @@
+"""Soft-label contributions and their aggregation, against hand-computed values."""
+
+import math
+
+import pytest
+import torch
+
+from codream.soft_labels import aggregated_logits, soft_label_size, soft_label_values
+
+
+def test_samples_mode_is_the_weighted_mean_of_logits():
+    a = torch.tensor([[1.0, 2.0]])
+    b = torch.tensor([[3.0, 6.0]])
+    counts = torch.tensor([5, 5])
+    total = soft_label_values(a, 1.0, counts, "samples") + soft_label_values(b, 3.0, counts, "samples")
+    out = aggregated_logits(total, 4.0, 1, 2, "samples")
+    assert torch.allclose(out, torch.tensor([[2.5, 5.0]]))  # (1·1 + 3·3)/4, (1·2 + 3·6)/4
+
+
+def test_class_counts_mode_lets_only_holders_of_a_class_vote_on_it():
+    # Client A holds only class 0, client B only class 1; B is sure the dream is a 1, A knows
+    # nothing about class 1 and (wrongly) says 0. Class-count weighting lets B decide class 1.
+    logits_a = torch.tensor([[4.0, 0.0]])
+    logits_b = torch.tensor([[0.0, 4.0]])
+    total = soft_label_values(logits_a, 1.0, torch.tensor([10, 0]), "class_counts") + soft_label_values(
+        logits_b, 1.0, torch.tensor([0, 30]), "class_counts"
+    )
+    assert total.shape == (soft_label_size(1, 2, "class_counts"),)
+    out = aggregated_logits(total, 2.0, 1, 2, "class_counts")
+    log_p_high = -math.log1p(math.exp(-4.0))  # log softmax of the confident class
+    assert out[0, 0].item() == pytest.approx(log_p_high, rel=1e-5)  # only A votes on class 0
+    assert out[0, 1].item() == pytest.approx(log_p_high, rel=1e-5)  # only B votes on class 1
+    # Under plain sample weighting A's confident 0 would have been averaged in for class 1.
+    samples = soft_label_values(logits_a, 1.0, torch.tensor([10, 0]), "samples") + soft_label_values(
+        logits_b, 1.0, torch.tensor([0, 30]), "samples"
+    )
+    assert aggregated_logits(samples, 2.0, 1, 2, "samples")[0].tolist() == [2.0, 2.0]
+
+
+def test_class_counts_gives_a_class_nobody_holds_the_lowest_score():
+    logits = torch.tensor([[1.0, 2.0, 3.0]])
+    total = soft_label_values(logits, 1.0, torch.tensor([2, 2, 0]), "class_counts")
+    out = aggregated_logits(total, 1.0, 1, 3, "class_counts")
+    assert out[0, 2] == out[0, :2].min()
+
+
+def test_unknown_mode_is_rejected():
+    with pytest.raises(ValueError, match="distill.soft_labels"):
+        soft_label_values(torch.zeros(1, 2), 1.0, torch.tensor([1, 1]), "median")
