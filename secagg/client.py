@@ -48,7 +48,7 @@ from secagg.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from secagg.prg import MaskExpander
+from secagg.prg import MaskStreams
 
 _NONCE = 12
 
@@ -106,7 +106,7 @@ class SecAggClient:
         self._secrets: _BlockSecrets | None = None
         self._revealed: dict[tuple[int, int], int] = {}  # (peer, step) -> kind revealed
         self._survivors_signed: tuple[int, ...] | None = None
-        self._expander: MaskExpander | None = None
+        self._streams: MaskStreams | None = None
 
     # -- round 0: AdvertiseKeys ---------------------------------------------------------------
     def advertise_keys(self) -> AdvertiseKeys:
@@ -226,18 +226,30 @@ class SecAggClient:
             raise ValueError(f"weight must be in [0, {cfg.max_weight}], got {weight}")
         j = step - self.block * cfg.steps_per_block
         secrets = self._secrets
-        y = np.empty(cfg.vector_length, dtype=np.uint32)  # (d + 2,)
-        _, clipped = cfg.values.encode(x, out=y[: cfg.dim])
-        y[cfg.dim] = cfg.weights.encode(np.array([weight]))[0][0]
-        y[cfg.dim + 1] = clipped
-        if self._expander is None:
-            self._expander = MaskExpander(cfg.vector_length)
-        expander = self._expander
-        expander.add_into(y, common.self_mask_key(secrets.b_seeds[j], self.session_id, step, self.id))
-        s_private = secrets.s_privates[j]
+        s_private, me, session_id = secrets.s_privates[j], self.id, self.session_id
+        plus = [common.self_mask_key(secrets.b_seeds[j], session_id, step, me)]
+        minus = []
         for v in sorted(self.alive):
-            key = common.pairwise_mask_key(s_private, secrets.peer_s[v][j], self.session_id, step, self.id, v)
-            (expander.add_into if v > self.id else expander.sub_into)(y, key)
+            key = common.pairwise_mask_key(s_private, secrets.peer_s[v][j], session_id, step, me, v)
+            (plus if v > me else minus).append(key)
+        if self._streams is None:
+            self._streams = MaskStreams()  # scratch allocated once per client, reused every step
+        streams = self._streams
+        streams.reset(plus, minus)
+        # y is fresh each step: the returned message owns it (a caller may keep it).
+        # Encode and mask block by block so each block stays in cache for all its masks.
+        d, length, block = cfg.dim, cfg.vector_length, streams.block_words
+        y = np.empty(length, dtype=np.uint32)  # (d + 2,)
+        y[d] = cfg.weights.encode(np.array([weight]))[0][0]
+        clipped = 0
+        for start in range(0, length, block):
+            stop = min(start + block, length)
+            if start < d:
+                end = min(stop, d)
+                clipped += cfg.values.encode(x[start:end], out=y[start:end])[1]
+            if stop == length:  # the last block holds the clipped count, all of x now encoded
+                y[d + 1] = clipped
+            streams.apply(y[start:stop])
         self.last_clipped = clipped
         self.phase = Phase.MASKED
         return MaskedInput(Header(self.session_id, step, self.id), y)

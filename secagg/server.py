@@ -44,7 +44,7 @@ from secagg.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from secagg.prg import MaskExpander
+from secagg.prg import MaskStreams
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class SecAggServer:
         self.dropped: set[int] = set()
         self.block = -1
         self.step = 0
-        self._expander = MaskExpander(config.vector_length)
+        self._streams = MaskStreams()
         self._start_block()
 
     # -- rounds 0 and 1 -----------------------------------------------------------------------
@@ -244,13 +244,12 @@ class SecAggServer:
                 raise ReconstructionFailed(str(exc)) from exc
             secrets.update(zip(keys, rebuilt, strict=True))
 
-        total = np.zeros(cfg.vector_length, dtype=np.uint32)  # (d + 2,)
-        for y in self._inputs.values():
-            np.add(total, y, out=total)
         j = step - self.block * cfg.steps_per_block
-        for u in self._survivors:
-            seed = secrets[(u, KIND_SELF_MASK)]
-            self._expander.sub_into(total, common.self_mask_key(seed, self.session_id, step, u))
+        plus: list[bytes] = []
+        minus = [
+            common.self_mask_key(secrets[(u, KIND_SELF_MASK)], self.session_id, step, u)
+            for u in self._survivors
+        ]
         for v in self._dropped_now:
             s_private = X25519PrivateKey.from_private_bytes(secrets[(v, KIND_MASK_KEY)])
             advertised = self._adverts[v].s_publics[j]
@@ -261,7 +260,20 @@ class SecAggServer:
                     s_private, self._adverts[u].s_publics[j], self.session_id, step, u, v
                 )
                 # u added PRG(s_uv) if v > u, subtracted it if v < u: undo that
-                (self._expander.sub_into if v > u else self._expander.add_into)(total, key)
+                (minus if v > u else plus).append(key)
+        # Sum the inputs and remove the masks block by block, so each block of the total stays
+        # in cache while every input and every mask is folded into it.
+        streams = self._streams
+        streams.reset(plus, minus)
+        inputs = list(self._inputs.values())
+        total = np.zeros(cfg.vector_length, dtype=np.uint32)  # (d + 2,)
+        block = streams.block_words
+        for start in range(0, cfg.vector_length, block):
+            stop = start + block
+            acc = total[start:stop]
+            for y in inputs:
+                np.add(acc, y[start:stop], out=acc)
+            streams.apply(acc)
 
         result = StepResult(
             step=step,

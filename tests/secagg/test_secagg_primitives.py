@@ -165,3 +165,36 @@ def test_graph_rejects_bad_parameters():
         graph.harary_graph([0, 1, 2, 3], 3, b"s")
     with pytest.raises(ConfigError):
         graph.build_graph("ring", [0, 1], None, b"s")
+
+
+@pytest.mark.parametrize("block_words", [1, 3, 4, 7, 64, 5000])
+def test_prg_mask_streams_match_whole_vector_expansion(block_words):
+    # Blocks that split AES blocks must continue each keystream exactly where it stopped.
+    length = 1001
+    plus, minus = [bytes([k]) * 32 for k in (1, 2, 3)], [bytes([k]) * 32 for k in (4, 5)]
+    expected = np.arange(length, dtype=np.uint32)
+    expander = prg.MaskExpander(length)
+    for key in plus:
+        expander.add_into(expected, key)
+    for key in minus:
+        expander.sub_into(expected, key)
+    streams = prg.MaskStreams(block_words)
+    acc = np.arange(length, dtype=np.uint32)
+    streams.reset(minus, plus)  # stale keys: reset must replace them
+    streams.reset(plus, minus)
+    streams.apply_all(acc)
+    assert np.array_equal(acc, expected)
+    streams.reset(plus, minus)  # reused scratch, fresh streams: same masks again
+    again = np.arange(length, dtype=np.uint32)
+    streams.apply_all(again)
+    assert np.array_equal(again, expected)
+
+
+def test_prg_mask_streams_reject_bad_sizes():
+    with pytest.raises(ValueError):
+        prg.MaskStreams(0)
+    streams = prg.MaskStreams(4)
+    with pytest.raises(ValueError):
+        streams.apply(np.zeros(5, dtype=np.uint32))
+    with pytest.raises(ValueError):
+        streams.reset([b"short"], [])

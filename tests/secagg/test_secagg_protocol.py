@@ -135,3 +135,18 @@ def test_thousands_of_clients_secagg_plus_graph_setup_is_cheap():
 
     g = session_graph(config, bytes(16))
     assert all(len(v) == config.neighbourhood_size - 1 for v in g.values())
+
+
+@pytest.mark.parametrize("block_words", [4, 5, 17, 18, 19])
+def test_sum_is_exact_across_mask_blocks(monkeypatch, block_words):
+    # Clients encode and mask, and the server unmasks, block by block; with dim = 16 the weight
+    # and clipped-count words (indices 16, 17) fall inside, across and after block boundaries.
+    monkeypatch.setattr("secagg.prg.BLOCK_WORDS", block_words)
+    config = SecAggConfig(n_clients=6, dim=DIM, clip=0.5, max_weight=10.0)
+    inputs = make_inputs(6, DIM, seed=block_words)
+    weights = {i: float(i + 1) for i in range(6)}
+    session = InProcessSession.create(config)
+    for step in range(2):  # the second step reuses each client's scratch buffers
+        result = session.step(inputs, weights, dropouts={"masked_input": {2}} if step else None)
+        assert_sum(result, inputs, clip=0.5, weights=weights)
+        assert result.clipped == sum(int(np.sum(np.abs(inputs[i]) > 0.5)) for i in result.survivors)
