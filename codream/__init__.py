@@ -1,0 +1,1 @@
+"""CoDream: federated learning by exchanging dreams instead of models."""
