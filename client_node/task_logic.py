@@ -151,7 +151,7 @@ class NodeTaskLogic:
             # so it marks what the dreams have not yet taught.
             server = self.config.server_model
             train_on_dreams(self.student, dreams, logits, server.steps,
-                            SgdConfig(server.lr, 0.9, 5e-4, server.batch_size),
+                            server.sgd(),
                             distill.temperature, self.generator)
         return TrainReport(len(self.x_train), loss)
 

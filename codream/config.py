@@ -108,6 +108,10 @@ class ServerModelConfig:
         _require(self.lr > 0, "server_model.lr", "must be > 0")
         _require(self.batch_size >= 2, "server_model.batch_size", "must be >= 2")
 
+    def sgd(self) -> SgdConfig:
+        """The recipe for any model trained on dreams only (server model, adaptive-teaching student)."""
+        return SgdConfig(self.lr, 0.9, 5e-4, self.batch_size)
+
 
 @dataclass(frozen=True)
 class TrainConfig:

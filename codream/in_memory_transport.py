@@ -6,6 +6,7 @@ would send and receive, so communication is reported the same way for both.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -57,8 +58,7 @@ def drive(
             skipped = {k: getattr(r, "reason", "no contribution")
                        for k, r in by_node.items() if not isinstance(r, Contribution)}
             if skipped:
-                total = type(total)(total.total, total.weight, total.contributors,
-                                    {**total.excluded, **skipped})
+                total = dataclasses.replace(total, excluded={**total.excluded, **skipped})
         request = advance(Replies(by_node, total, traffic))
 
 

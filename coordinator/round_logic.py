@@ -35,7 +35,7 @@ from codream.messages import (
 )
 from codream.server_optimizer import apply_update, init_state
 from codream.soft_labels import aggregated_logits, soft_label_size
-from codream.training import SgdConfig, evaluate, train_on_dreams
+from codream.training import evaluate, train_on_dreams
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +232,7 @@ class CoordinatorRoundLogic:
         dreams, logits = self.server_buffer.tensors()
         train_on_dreams(
             self.server_model, dreams, logits, server.steps,
-            SgdConfig(server.lr, 0.9, 5e-4, server.batch_size),
+            server.sgd(),
             self.config.distill.temperature, self.generator,
         )
         if self.x_test is None or self.y_test is None:
