@@ -1,0 +1,186 @@
+"""A throwaway PKI for development and tests: a CA, a coordinator certificate, one per node.
+
+Not for production: the CA key is kept only in memory and discarded, so the set cannot be
+extended later, and certificates live 30 days. Regenerate rather than renew.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import ipaddress
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from coordinator.security import write_private_file
+
+VALIDITY = datetime.timedelta(days=30)
+_CLOCK_SKEW = datetime.timedelta(minutes=5)  # backdate, so a slightly slow peer accepts it at once
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # also a safe file name
+_RESERVED = frozenset({"ca", "server"})  # would overwrite ca.pem / server.pem
+
+
+@dataclass(frozen=True)
+class DevPki:
+    """Paths of the files `generate_dev_pki` wrote."""
+
+    out_dir: Path
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+    node_certs: Mapping[str, Path]
+    node_keys: Mapping[str, Path]
+
+
+def generate_dev_pki(
+    out_dir: Path, node_ids: Sequence[str], hosts: Sequence[str] = ("localhost", "127.0.0.1")
+) -> DevPki:
+    """Write ca.pem, server.pem/.key (SANs = hosts) and <node>.pem/.key (CN = node id)."""
+    node_ids = list(node_ids)
+    for node_id in node_ids:
+        if not _NODE_ID.fullmatch(node_id) or node_id in _RESERVED:
+            raise ValueError(
+                f"node_ids: {node_id!r} must match {_NODE_ID.pattern} and not be one of {sorted(_RESERVED)}"
+            )
+    if len(set(node_ids)) != len(node_ids):
+        raise ValueError(f"node_ids: duplicates in {node_ids!r}")
+    if not hosts:
+        raise ValueError("hosts: the server certificate needs at least one DNS name or IP address")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = _name("CoDream development CA")
+    ca_cert = (
+        _builder(ca_name, ca_name, ca_key.public_key(), now)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(certificate_signing=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path = out_dir / "ca.pem"
+    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+
+    def issue(stem: str, common_name: str, usage: x509.ObjectIdentifier, sans: list) -> tuple[Path, Path]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            _builder(_name(common_name), ca_name, key.public_key(), now)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_key_usage(certificate_signing=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+            )
+        )
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = builder.sign(ca_key, hashes.SHA256())
+        cert_path, key_path = out_dir / f"{stem}.pem", out_dir / f"{stem}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        write_private_file(
+            key_path,
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        )
+        return cert_path, key_path
+
+    server_cert, server_key = issue(
+        "server", "codream-coordinator", ExtendedKeyUsageOID.SERVER_AUTH, [_san(host) for host in hosts]
+    )
+    node_certs, node_keys = {}, {}
+    for node_id in node_ids:
+        # No SAN on client certificates: the coordinator reads the node id from the CN.
+        node_certs[node_id], node_keys[node_id] = issue(node_id, node_id, ExtendedKeyUsageOID.CLIENT_AUTH, [])
+    return DevPki(out_dir, ca_path, server_cert, server_key, node_certs, node_keys)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _builder(
+    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey, now: datetime.datetime
+) -> x509.CertificateBuilder:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _CLOCK_SKEW)
+        .not_valid_after(now + VALIDITY)
+    )
+
+
+def _key_usage(certificate_signing: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=not certificate_signing,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=certificate_signing,
+        crl_sign=certificate_signing,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _san(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="directory to write the PEM files to")
+    parser.add_argument("--nodes", type=_comma_list, required=True, help="comma-separated node ids")
+    parser.add_argument(
+        "--hosts", type=_comma_list, default=["localhost", "127.0.0.1"],
+        help="comma-separated DNS names / IP addresses of the coordinator (default: localhost,127.0.0.1)",
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        pki = generate_dev_pki(args.out, args.nodes, args.hosts)
+    except ValueError as error:
+        print(f"codream certs: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote a development PKI for {len(pki.node_certs)} nodes to {pki.out_dir} (not for production)")
+    return 0
+
+
+def add_certs_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `certs` on a CLI's subcommands; its `func` returns the exit code."""
+    parser = subparsers.add_parser("certs", help="generate a development CA and certificates (mTLS)")
+    _add_arguments(parser)
+    parser.set_defaults(func=_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m coordinator.dev_certificates", description=__doc__)
+    _add_arguments(parser)
+    return _run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
