@@ -3,10 +3,15 @@
 The generator yields `Broadcast` requests and receives `Replies`; it never touches a network.
 The in-memory transport and the gRPC coordinator drive the very same object, so a local
 simulation and a real cluster compute the same thing for the same seeds.
+
+Everything that carries from one round to the next is in `state_dict()`; a driver that saves it
+after each `RoundReport` can restart a killed coordinator at the next round (mid-round state is
+never saved: an interrupted round is re-run from its start).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Generator, Mapping
@@ -94,7 +99,60 @@ class CoordinatorRoundLogic:
         self.generator = torch.Generator().manual_seed(config.seed + 424_242)
         self.history: list[dict[str, Any]] = []
         self.last_dreams: torch.Tensor | None = None
+        # FedAvg's global parameter vector θ (None until the first round has averaged one).
+        self.global_parameters: np.ndarray | None = None
+        # The round `run()` starts at: FedAvg has no warm-up round 0.
+        self.next_round = 1 if config.strategy == "fedavg" else 0
         self._traffic: dict[str, list[int]] = {}
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What carries across rounds, as CPU tensors and plain values (weights_only-loadable).
+
+        Valid between rounds, i.e. right after a RoundReport. The server model needs no
+        optimiser state: `train_on_dreams` builds a fresh SGD every round.
+        """
+        def cpu(t: torch.Tensor) -> torch.Tensor:
+            return t.detach().to("cpu", copy=True)
+
+        return {
+            "strategy": self.config.strategy,
+            "next_round": self.next_round,
+            "history": copy.deepcopy(self.history),
+            "server_model": (
+                {k: cpu(v) for k, v in self.server_model.state_dict().items()}
+                if self.server_model is not None else None
+            ),
+            "server_buffer": [[cpu(d), cpu(z)] for d, z in self.server_buffer.state()],
+            "generator": self.generator.get_state(),
+            "last_dreams": cpu(self.last_dreams) if self.last_dreams is not None else None,
+            "global_parameters": (
+                torch.from_numpy(self.global_parameters.copy())
+                if self.global_parameters is not None else None
+            ),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restores a `state_dict()`; `run()` then starts at the round after the last completed one."""
+        if state["strategy"] != self.config.strategy:
+            raise ValueError(
+                f"checkpoint is of strategy {state['strategy']!r}, this run is {self.config.strategy!r}"
+            )
+        if (state["server_model"] is None) != (self.server_model is None):
+            raise ValueError("checkpoint and this coordinator disagree on having a server model")
+        self.next_round = int(state["next_round"])
+        self.history = copy.deepcopy(list(state["history"]))
+        if self.server_model is not None:
+            self.server_model.load_state_dict(state["server_model"])
+        self.server_buffer.load_state(
+            [(d.to(self.device), z.to(self.device)) for d, z in state["server_buffer"]]
+        )
+        self.generator.set_state(state["generator"])
+        last = state["last_dreams"]
+        self.last_dreams = last.clone() if last is not None else None
+        parameters = state["global_parameters"]
+        self.global_parameters = parameters.numpy().copy() if parameters is not None else None
+        self._traffic = {}
 
     # ---- helpers -------------------------------------------------------------------------
     def _send(self, task: Task, size: int = 0, summed: bool = False):
@@ -126,6 +184,7 @@ class CoordinatorRoundLogic:
         }
         self._traffic = {}
         self.history.append(metrics)
+        self.next_round = round_index + 1  # before the report: a checkpoint taken on it is complete
         log.info("round %d: mean client accuracy %.4f", round_index, metrics["mean_client_accuracy"])
         yield RoundReport(round_index, metrics)
 
@@ -143,7 +202,7 @@ class CoordinatorRoundLogic:
 
     def _run_independent(self):
         config = self.config
-        for r in range(config.rounds + 1):
+        for r in range(self.next_round, config.rounds + 1):
             started = time.perf_counter()
             epochs = config.warmup_epochs if r == 0 else config.local_epochs
             yield from self._send(TrainLocal(f"r{r}/train", r, epochs))
@@ -151,14 +210,15 @@ class CoordinatorRoundLogic:
 
     def _run_fedavg(self):
         config = self.config
-        parameters: np.ndarray | None = None
-        for r in range(1, config.rounds + 1):
+        for r in range(self.next_round, config.rounds + 1):
             started = time.perf_counter()
+            parameters = self.global_parameters
             size = 0 if parameters is None else len(parameters)
             task = FedAvgTrain(f"r{r}/fedavg", r, config.local_epochs, parameters)
             replies = yield from self._send_sum_of_unknown_size(task, size)
             parameters = replies.total.mean().astype(np.float32)
             yield from self._send(LoadParameters(f"r{r}/load", r, parameters))
+            self.global_parameters = parameters  # θ for the next round, and for checkpoints
             yield from self._evaluate_round(
                 r, started, {"clients_summed": len(replies.total.contributors)}
             )
@@ -172,7 +232,7 @@ class CoordinatorRoundLogic:
 
     def _run_codream(self):
         config = self.config
-        for r in range(config.rounds + 1):
+        for r in range(self.next_round, config.rounds + 1):
             started = time.perf_counter()
             epochs = config.warmup_epochs if r == 0 else config.local_epochs
             if epochs > 0:

@@ -1,0 +1,76 @@
+"""A node's snapshot of its state at the start of a round, for coordinator restarts.
+
+A restarted coordinator re-runs its interrupted round from the start. A node that had already
+begun that round must first roll back, or the re-run would apply the round twice to its model
+(and draw different shuffles from its generator). So the node snapshots everything a round
+changes — model, student, dream buffer, generator — when a new round begins, and restores it
+when the same round arrives from a different coordinator run.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+from client_node.task_logic import NodeTaskLogic
+
+log = logging.getLogger(__name__)
+
+
+class RoundSnapshots:
+    def __init__(self, logic: NodeTaskLogic):
+        self.logic = logic
+        self._round = -1  # no snapshot yet: any round starts one
+        self._run: str | None = None
+        self._state: dict[str, Any] | None = None
+
+    @property
+    def round(self) -> int:
+        """The round of the current snapshot (−1 before the first task)."""
+        return self._round
+
+    def before_task(self, round_index: int, coordinator_run: str) -> bool:
+        """Call before handling each task; True when the node was rolled back to the round's start."""
+        if round_index < self._round:
+            raise ValueError(
+                f"node {self.logic.node_id}: task for round {round_index}, but round "
+                f"{self._round} has already begun; rounds never go backwards"
+            )
+        if round_index > self._round:
+            self._state = self._capture()
+            self._round, self._run = round_index, coordinator_run
+            return False
+        if coordinator_run == self._run:
+            return False
+        log.info("node %s round %d: coordinator run %s re-runs the round; restoring its start",
+                 self.logic.node_id, round_index, coordinator_run)
+        assert self._state is not None
+        self._restore(self._state)
+        self._run = coordinator_run
+        return True
+
+    def _capture(self) -> dict[str, Any]:
+        logic = self.logic
+        return {
+            "model": _clone_state(logic.model),
+            "student": _clone_state(logic.student) if logic.student is not None else None,
+            "buffer": [(d.clone(), z.clone()) for d, z in logic.buffer.state()],
+            "generator": logic.generator.get_state(),
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        # Copy out of the snapshot, which must survive for a further restart of the same round.
+        logic = self.logic
+        logic.model.load_state_dict(state["model"])
+        if logic.student is not None:
+            logic.student.load_state_dict(state["student"])
+        logic.buffer.load_state([(d.clone(), z.clone()) for d, z in state["buffer"]])
+        logic.generator.set_state(state["generator"])
+
+
+def _clone_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Deep copy on the module's own device (no host round trip for a CUDA model)."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
