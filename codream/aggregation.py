@@ -58,13 +58,17 @@ def check_contribution(contribution: Contribution, size: int) -> None:
 
 
 class Summer(Protocol):
-    def sum(self, contributions: Mapping[str, Contribution], size: int) -> AggregateSum: ...
+    """`task` is the summed task: a secure summer picks its clip by the kind of value."""
+
+    def sum(self, contributions: Mapping[str, Contribution], size: int, task: object = None
+            ) -> AggregateSum: ...
 
 
 class PlainSummer:
     """In-process sum of validated contributions; invalid ones are excluded with a log line."""
 
-    def sum(self, contributions: Mapping[str, Contribution], size: int) -> AggregateSum:
+    def sum(self, contributions: Mapping[str, Contribution], size: int, task: object = None
+            ) -> AggregateSum:
         total = np.zeros(size, dtype=np.float64)
         weight = 0.0
         contributors: list[str] = []

@@ -133,6 +133,33 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class SecureAggregationConfig:
+    """Every sum of client values runs under secure aggregation (secagg/) unless disabled.
+
+    Clips bound |(w_k/W)·v_k| per element (W: the largest client weight), so the fixed-point
+    sum cannot wrap; elements beyond are clipped, counted, and reported in the round metrics.
+    """
+
+    enabled: bool = True
+    graph: str = "complete"
+    threshold: int = 0  # 0: the smallest strict majority (tolerates the most dropouts)
+    degree: int = 0  # secagg+ only; 0: ~3 log2 n
+    steps_per_block: int = 10
+    dream_clip: float = 10.0
+    logits_clip: float = 100.0
+    parameters_clip: float = 100.0
+
+    def __post_init__(self) -> None:
+        _require(self.graph in ("complete", "secagg+"), "secagg.graph",
+                 f"must be 'complete' or 'secagg+', got {self.graph!r}")
+        _require(self.threshold >= 0, "secagg.threshold", "must be >= 0 (0: automatic)")
+        _require(self.degree >= 0 and self.degree % 2 == 0, "secagg.degree", "must be an even int >= 0")
+        _require(self.steps_per_block >= 1, "secagg.steps_per_block", "must be >= 1")
+        for name in ("dream_clip", "logits_clip", "parameters_clip"):
+            _require(getattr(self, name) > 0, f"secagg.{name}", "must be > 0")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     strategy: str = "codream"
     dataset: str = "digits"
@@ -152,6 +179,7 @@ class RunConfig:
     server_optimizer: ServerOptimizerConfig = field(default_factory=ServerOptimizerConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     server_model: ServerModelConfig = field(default_factory=ServerModelConfig)
+    secagg: SecureAggregationConfig = field(default_factory=SecureAggregationConfig)
 
     def __post_init__(self) -> None:
         _require(

@@ -54,7 +54,7 @@ def drive(
         if request.summed:
             contributions = {k: r for k, r in by_node.items() if isinstance(r, Contribution)}
             size = request.size or _common_size(contributions)
-            total = summer.sum(contributions, size)
+            total = summer.sum(contributions, size, task)
             skipped = {k: getattr(r, "reason", "no contribution")
                        for k, r in by_node.items() if not isinstance(r, Contribution)}
             if skipped:

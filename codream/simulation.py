@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from client_node.build import build_node, build_seeded_model, client_partitions, node_id
-from codream.aggregation import Summer
+from codream.aggregation import PlainSummer, Summer
 from codream.centralized import run_centralized
 from codream.config import RunConfig
 from codream.data import Dataset, load_dataset
@@ -50,6 +50,15 @@ def build_coordinator(config: RunConfig, dataset: Dataset, device: torch.device
     )
 
 
+def default_summer(config: RunConfig, weights: dict[str, float]) -> Summer:
+    """Secure aggregation whenever there are at least two clients to hide among."""
+    if config.secagg.enabled and len(weights) >= 2:
+        from coordinator.secure_summer import InProcessSecureSummer
+
+        return InProcessSecureSummer(config.secagg, weights)
+    return PlainSummer()
+
+
 def simulate(
     config: RunConfig,
     run_dir: Path | None = None,
@@ -77,41 +86,55 @@ def simulate(
             record(metrics)
     else:
         parts = client_partitions(config, dataset)
-        hist = class_histogram(dataset.y_train.numpy(), parts, dataset.num_classes)
-        log.info("class histogram per client:\n%s", format_histogram(hist))
-        summary["class_histogram"] = hist.tolist()
-        summary["label_skew"] = float(label_skew(hist))
-        summary["models"] = {node_id(i): config.model_for(i) for i in range(config.clients)}
+        summary.update(partition_summary(config, dataset, parts))
         nodes = {node_id(i): build_node(config, i, dataset, parts, device)
                  for i in range(config.clients)}
         coordinator = build_coordinator(config, dataset, device)
+        if summer is None:
+            summer = default_summer(config, {k: node.weight for k, node in nodes.items()})
+        summary["secure_aggregation"] = not isinstance(summer, PlainSummer)
         drive(coordinator.run(), nodes, summer,
               on_report=lambda report: record(_as_metrics(report)))
         final_dreams = coordinator.last_dreams
 
-    summary.update(_final_summary(history))
+    summary.update(final_summary(history))
     summary["wall_seconds"] = time.perf_counter() - started
     if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_config(run_dir, config)
-        write_metrics(run_dir, config, history, summary)
-        write_accuracy_plot(run_dir / "accuracy.png", history,
-                            f"{config.strategy} on {config.dataset}, {config.clients} clients")
-        if final_dreams is not None:
-            labels = None
-            if coordinator is not None and coordinator.server_model is not None:
-                labels = predict_logits(coordinator.server_model,
-                                        final_dreams.to(coordinator.device)).argmax(1).cpu()
-            write_dream_grid(run_dir / "dreams.png", final_dreams, labels,
-                             dataset.channel_mean, dataset.channel_std)
+        write_run_outputs(run_dir, config, dataset, history, summary, coordinator)
     return SimulationResult(history, summary, run_dir, final_dreams)
+
+
+def partition_summary(config: RunConfig, dataset: Dataset, parts: list[np.ndarray]) -> dict[str, Any]:
+    hist = class_histogram(dataset.y_train.numpy(), parts, dataset.num_classes)
+    log.info("class histogram per client:\n%s", format_histogram(hist))
+    return {"class_histogram": hist.tolist(), "label_skew": float(label_skew(hist)),
+            "models": {node_id(i): config.model_for(i) for i in range(config.clients)}}
+
+
+def write_run_outputs(run_dir: Path, config: RunConfig, dataset: Dataset, history: list[dict[str, Any]],
+                      summary: dict[str, Any], coordinator: CoordinatorRoundLogic | None) -> None:
+    """The run directory, the same for a simulation and a cluster: config, metrics, plots, dreams."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_config(run_dir, config)
+    write_metrics(run_dir, config, history, summary)
+    write_accuracy_plot(run_dir / "accuracy.png", history,
+                        f"{config.strategy} on {config.dataset}, {config.clients} clients")
+    final_dreams = coordinator.last_dreams if coordinator is not None else None
+    if final_dreams is not None:
+        np.save(run_dir / "final_dreams.npy", final_dreams.cpu().numpy())
+        labels = None
+        if coordinator.server_model is not None:
+            labels = predict_logits(coordinator.server_model,
+                                    final_dreams.to(coordinator.device)).argmax(1).cpu()
+        write_dream_grid(run_dir / "dreams.png", final_dreams, labels,
+                         dataset.channel_mean, dataset.channel_std)
 
 
 def _as_metrics(report: RoundReport) -> dict[str, Any]:
     return report.metrics
 
 
-def _final_summary(history: list[dict[str, Any]]) -> dict[str, Any]:
+def final_summary(history: list[dict[str, Any]]) -> dict[str, Any]:
     if not history:
         return {}
     last = history[-1]

@@ -1,0 +1,123 @@
+"""Task mailboxes: the coordinator posts tasks to members, nodes pull them and submit results.
+
+Nodes dial out, so the coordinator never pushes: each member has a queue that its long-poll
+PullTask drains. Every posted task is open until its result is accepted or its gather closes
+(deadline, or the member left); a result for anything not open is stale (late or replayed).
+Each open task has an `accept` function that validates the result and turns it into a domain
+value while the submitting node waits, so a bad result is refused with a status right there
+and never reaches a sum. No network here.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from coordinator.errors import InvalidMessage, NotReady, StaleMessage
+from coordinator.membership import Member, Membership
+from protos.codream.v1 import codream_pb2 as pb
+
+
+@dataclass
+class OpenTask:
+    member: Member
+    task: pb.Task = field(repr=False)
+    accept: Callable[[pb.TaskResult], Any] = field(repr=False)
+    value: Any = None
+    done: bool = False
+    closed: bool = False
+    sent_bytes: int = 0
+    received_bytes: int = 0
+
+
+class Dispatcher:
+    def __init__(self, membership: Membership, coordinator_run: str,
+                 clock: Callable[[], float] = time.monotonic):
+        self.membership = membership
+        self.coordinator_run = coordinator_run
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._accepting = threading.RLock()  # accept functions and closing never interleave
+        self._queues: dict[str, deque[OpenTask]] = {}
+        self._open: dict[tuple[str, int], OpenTask] = {}
+        self._sequence = 0
+        self._stopped = False
+
+    # ---- coordinator side ----------------------------------------------------------------
+    def post(self, member: Member, task: pb.Task, accept: Callable[[pb.TaskResult], Any]) -> OpenTask:
+        with self._lock:
+            self._sequence += 1
+            task.sequence = self._sequence
+            task.coordinator_run = self.coordinator_run
+            entry = OpenTask(member, task, accept, sent_bytes=task.ByteSize())
+            self._open[(member.member_id, task.sequence)] = entry
+            self._queues.setdefault(member.member_id, deque()).append(entry)
+            self._changed.notify_all()
+            return entry
+
+    def gather(self, entries: Iterable[OpenTask], timeout: float) -> list[OpenTask]:
+        """Waits until every entry is done, its member gone, or the timeout; closes the rest."""
+        entries = list(entries)
+        deadline = self._clock() + timeout
+        with self._lock:
+            while True:
+                waiting = [e for e in entries if not e.done and self.membership.is_live(e.member)]
+                remaining = deadline - self._clock()
+                if not waiting or remaining <= 0 or self._stopped:
+                    break
+                self._changed.wait(min(remaining, 0.25))
+        with self._accepting, self._lock:
+            for entry in entries:
+                entry.closed = True
+                self._open.pop((entry.member.member_id, entry.task.sequence), None)
+                queue = self._queues.get(entry.member.member_id)
+                if queue is not None and entry in queue:
+                    queue.remove(entry)
+        return [e for e in entries if e.done]
+
+    def wake(self) -> None:
+        with self._lock:
+            self._changed.notify_all()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            self._changed.notify_all()
+
+    # ---- node side -----------------------------------------------------------------------
+    def pull(self, member: Member, wait_seconds: float) -> pb.Task | None:
+        deadline = self._clock() + max(0.0, wait_seconds)
+        with self._lock:
+            queue = self._queues.setdefault(member.member_id, deque())
+            while not queue:
+                remaining = deadline - self._clock()
+                if remaining <= 0 or self._stopped or member.gone:
+                    return None
+                self._changed.wait(min(remaining, 1.0))
+            return queue.popleft().task
+
+    def submit(self, member: Member, result: pb.TaskResult) -> None:
+        with self._accepting:
+            with self._lock:
+                if self._stopped:
+                    raise NotReady("the coordinator is shutting down")
+                entry = self._open.get((member.member_id, result.sequence))
+                if entry is None or entry.closed:
+                    raise StaleMessage(
+                        f"no open task with sequence {result.sequence} for this member "
+                        f"(late, replayed or never sent): {result.task_id!r}"
+                    )
+                if entry.task.task_id != result.task_id:
+                    raise InvalidMessage(f"sequence {result.sequence} is task {entry.task.task_id!r}, "
+                                         f"not {result.task_id!r}")
+            value = entry.accept(result)  # raises to refuse; the task stays open for a retry
+            with self._lock:
+                entry.value, entry.done = value, True
+                entry.received_bytes = result.ByteSize()
+                self._open.pop((member.member_id, result.sequence), None)
+                self._changed.notify_all()

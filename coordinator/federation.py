@@ -1,0 +1,86 @@
+"""The coordinator's domain service: what each RPC means, independent of gRPC.
+
+The servicer authenticates a call, hands the node id and request here, and maps whatever this
+raises to a status code. Holding the membership and the mailboxes, it is also what the round
+driver talks to.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+
+from coordinator.dispatch import Dispatcher
+from coordinator.errors import InvalidMessage, NotReady
+from coordinator.membership import Membership
+from protos.codream.v1 import codream_pb2 as pb
+from protos.serde import PROTOCOL
+
+log = logging.getLogger(__name__)
+
+MAX_PULL_WAIT = 30.0
+
+
+class Federation:
+    def __init__(self, membership: Membership, dispatcher: Dispatcher, run_config_toml: str,
+                 heartbeat_seconds: float):
+        self.membership = membership
+        self.dispatcher = dispatcher
+        self.run_config_toml = run_config_toml
+        self.heartbeat_seconds = heartbeat_seconds
+        self.accepting = True
+
+    def join(self, node_id: str, request: pb.JoinRequest) -> pb.JoinReply:
+        if not self.accepting:
+            raise NotReady("the coordinator is shutting down")
+        if request.protocol != PROTOCOL:
+            raise InvalidMessage(f"protocol {request.protocol!r} is not supported; this coordinator "
+                                 f"speaks {PROTOCOL}")
+        if request.node_id != node_id:
+            raise InvalidMessage(f"join names node {request.node_id!r} but the credential is {node_id!r}")
+        member = self.membership.join(node_id)
+        return pb.JoinReply(member_id=member.member_id, coordinator_run=self.dispatcher.coordinator_run,
+                            run_config_toml=self.run_config_toml, node_index=member.index,
+                            heartbeat_seconds=self.heartbeat_seconds)
+
+    def ready(self, node_id: str, request: pb.ReadyRequest) -> pb.ReadyReply:
+        if not (math.isfinite(request.weight) and request.weight > 0):
+            raise InvalidMessage(f"weight must be finite and > 0, got {request.weight}")
+        if request.num_samples < 0:
+            raise InvalidMessage(f"num_samples must be >= 0, got {request.num_samples}")
+        self.membership.ready(request.member_id, node_id, request.weight, request.num_samples,
+                              request.model, request.device)
+        self.dispatcher.wake()
+        return pb.ReadyReply()
+
+    def heartbeat(self, node_id: str, beats: Iterator[pb.Beat]) -> pb.HeartbeatSummary:
+        """Held open for the membership's life: its end (even by a crash) means the node left."""
+        member = None
+        received = 0
+        try:
+            for beat in beats:
+                if member is None:
+                    member = self.membership.get(beat.member_id, node_id)
+                    self.membership.heartbeat(member, open_=True)
+                elif beat.member_id != member.member_id:
+                    raise InvalidMessage("one heartbeat stream carries one membership")
+                else:
+                    self.membership.heartbeat(member, open_=True)
+                received += 1
+        finally:
+            if member is not None:
+                self.membership.heartbeat(member, open_=False)
+                self.dispatcher.wake()
+        return pb.HeartbeatSummary(received=received)
+
+    def pull(self, node_id: str, request: pb.PullTaskRequest) -> pb.Task:
+        member = self.membership.get(request.member_id, node_id)
+        wait = min(max(request.wait_seconds, 0.0), MAX_PULL_WAIT)
+        task = self.dispatcher.pull(member, wait)
+        return task if task is not None else pb.Task(coordinator_run=self.dispatcher.coordinator_run)
+
+    def submit(self, node_id: str, result: pb.TaskResult) -> pb.SubmitReply:
+        member = self.membership.get(result.member_id, node_id)
+        self.dispatcher.submit(member, result)
+        return pb.SubmitReply()

@@ -1,0 +1,166 @@
+"""The gRPC transport of the round logic: each Broadcast becomes tasks in the members' mailboxes.
+
+The same `CoordinatorRoundLogic` generator that `codream simulate` drives in memory is driven
+here; only delivery differs. Byte counts reported to the round logic are payload bytes, as in
+memory, so metrics compare across transports; wire bytes are kept beside them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from codream.aggregation import PlainSummer
+from codream.config import RunConfig
+from codream.messages import (
+    Ack,
+    AcquireKnowledge,
+    EvalReport,
+    Evaluate,
+    LoadParameters,
+    Skip,
+    TrainLocal,
+    TrainReport,
+    payload_bytes,
+)
+from coordinator.dispatch import Dispatcher
+from coordinator.errors import InvalidMessage
+from coordinator.membership import Membership
+from coordinator.round_logic import Broadcast, Replies, RoundReport
+from coordinator.secure_rounds import SecureRounds
+from protos import serde
+from protos.codream.v1 import codream_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+_EXPECTED = {TrainLocal: (TrainReport, Skip), AcquireKnowledge: (TrainReport, Skip),
+             Evaluate: (EvalReport, Skip), LoadParameters: (Ack, Skip)}
+
+
+class Stopped(Exception):
+    """The run was stopped (SIGTERM) before it finished; the last checkpoint is intact."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds a phase waits for its members before going on without the silent ones."""
+
+    task: float = 900.0  # local training, distillation, evaluation
+    step: float = 300.0  # one summed task (a dream step, soft labels, a FedAvg round)
+    secagg_round: float = 60.0  # key agreement and unmasking
+
+
+class NetworkTransport:
+    def __init__(self, config: RunConfig, membership: Membership, dispatcher: Dispatcher,
+                 timeouts: Timeouts):
+        self.config = config
+        self.membership = membership
+        self.dispatcher = dispatcher
+        self.timeouts = timeouts
+        self.secure = SecureRounds(dispatcher, config.secagg, membership.live, timeouts.secagg_round,
+                                   timeouts.step) if config.secagg.enabled else None
+        self.wire_bytes: dict[str, list[int]] = {}  # node: [sent to it, received from it]
+
+    def drive(self, rounds: Any, on_report: Callable[[RoundReport], None],
+              stopping: threading.Event | None = None) -> None:
+        """Runs the round logic to the end; a set `stopping` aborts it between (or inside) phases
+        and no round that saw the stop is reported, so no half-served round reaches a checkpoint."""
+        stopping = stopping or threading.Event()
+
+        def advance(value: Any) -> Any:
+            try:
+                return rounds.send(value)
+            except StopIteration:
+                return None
+
+        request = advance(None)
+        while request is not None:
+            if stopping.is_set():
+                raise Stopped("the coordinator is stopping; the current round is not saved")
+            if isinstance(request, RoundReport):
+                on_report(request)
+                request = advance(None)
+                continue
+            replies = self.broadcast(request)
+            if stopping.is_set():
+                raise Stopped("the coordinator is stopping; the current round is not saved")
+            request = advance(replies)
+
+    def broadcast(self, request: Broadcast) -> Replies:
+        task = request.task
+        message = serde.task_to_proto(task)
+        down = payload_bytes(task)
+        if request.summed and self.secure is not None:
+            before = self._wire_snapshot()
+            total = self.secure.sum(task, message, request.size)
+            up = {node: payload_bytes_of_contribution(request.size) for node in total.contributors}
+            traffic = {node: (down, up.get(node, 0)) for node in self._touched(before)}
+            return Replies({}, total, traffic)
+        members = self.membership.live()
+        entries = []
+        for member in members:
+            copy = pb.Task()
+            copy.CopyFrom(message)
+            entries.append(self.dispatcher.post(member, copy, self._acceptor(request)))
+        timeout = self.timeouts.step if request.summed else self.timeouts.task
+        done = self.dispatcher.gather(entries, timeout)
+        for entry in entries:
+            self._count(entry)
+        by_node = {entry.member.node_id: entry.value for entry in done}
+        silent = {m.node_id for m in members} - set(by_node)
+        if silent:
+            log.warning("%s: no answer from %s", task.task_id, ", ".join(sorted(silent)))
+        traffic = {node: (down, payload_bytes(reply)) for node, reply in by_node.items()}
+        total = None
+        if request.summed:
+            contributions = {k: r for k, r in by_node.items() if not isinstance(r, Skip)}
+            size = request.size or _majority_size(contributions)
+            total = PlainSummer().sum(contributions, size)
+            excluded = {**total.excluded, **{k: r.reason for k, r in by_node.items() if isinstance(r, Skip)},
+                        **{k: "no answer before the deadline" for k in silent}}
+            total = dataclasses.replace(total, excluded=excluded)
+        return Replies(by_node, total, traffic)
+
+    def _acceptor(self, request: Broadcast) -> Callable[[pb.TaskResult], Any]:
+        allowed = _EXPECTED.get(type(request.task))
+
+        def accept(result: pb.TaskResult) -> Any:
+            if request.summed and result.WhichOneof("body") == "masked":
+                raise InvalidMessage("secure aggregation is off: send a clear contribution")
+            reply = serde.reply_from_proto(result, request.size or None)
+            if request.summed:
+                if not isinstance(reply, (serde.Contribution, Skip)):
+                    raise InvalidMessage(f"{request.task.task_id}: expected a contribution, "
+                                         f"got {type(reply).__name__}")
+            elif allowed is not None and not isinstance(reply, allowed):
+                names = " or ".join(k.__name__ for k in allowed)
+                raise InvalidMessage(f"{request.task.task_id}: expected {names}, got {type(reply).__name__}")
+            return reply
+
+        return accept
+
+    def _count(self, entry) -> None:
+        counts = self.wire_bytes.setdefault(entry.member.node_id, [0, 0])
+        counts[0] += entry.sent_bytes
+        counts[1] += entry.received_bytes
+
+    def _wire_snapshot(self) -> set[str]:
+        return set()
+
+    def _touched(self, before: set[str]) -> list[str]:
+        session = self.secure.session if self.secure else None
+        return session.node_ids if session is not None else []
+
+
+def payload_bytes_of_contribution(size: int) -> int:
+    """A contribution's payload as the in-memory transport counts it: size float32 values."""
+    return 4 * size
+
+
+def _majority_size(contributions: dict) -> int:
+    sizes = [len(c.weighted_values) for c in contributions.values()]
+    return max(set(sizes), key=sizes.count) if sizes else 0

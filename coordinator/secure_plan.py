@@ -1,0 +1,76 @@
+"""How a method-level sum becomes a secure-aggregation step, and its result a method-level sum.
+
+Shared by the in-process secure summer (`codream simulate`) and the gRPC coordinator, so both
+quantise the very same numbers: nodes send (w_k/W)·v_k and w_k/W with W the largest weight of
+the session's members, which keeps every weight in [0, 1] and lets one clip per kind of value
+bound every element. The fixed-point sum is exact, so both transports agree bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from codream.aggregation import AggregateSum, Contribution
+from codream.config import SecureAggregationConfig
+from codream.messages import DreamStep, FedAvgTrain, SoftLabels, Task
+from secagg import SecAggConfig, StepResult
+
+
+def clip_for(task: Task, settings: SecureAggregationConfig) -> float:
+    if isinstance(task, DreamStep):
+        return settings.dream_clip
+    if isinstance(task, SoftLabels):
+        return settings.logits_clip
+    if isinstance(task, FedAvgTrain):
+        return settings.parameters_clip
+    raise TypeError(f"{type(task).__name__} is not a summed task")
+
+
+def weight_unit(weights: Iterable[float]) -> float:
+    """W: the largest member weight (every node's w/W then lies in [0, 1])."""
+    return max([float(w) for w in weights if w > 0], default=1.0)
+
+
+def session_config(settings: SecureAggregationConfig, n_clients: int, dim: int, clip: float
+                   ) -> SecAggConfig:
+    return SecAggConfig(
+        n_clients=n_clients,
+        dim=dim,
+        clip=clip,
+        threshold=settings.threshold or None,
+        graph=settings.graph,
+        degree=settings.degree or None,
+        max_weight=1.0,
+        steps_per_block=settings.steps_per_block,
+    )
+
+
+def scaled_input(contribution: Contribution | None, dim: int, unit: float) -> tuple[np.ndarray, float]:
+    """What a node masks: (w/W)·v as float64 and w/W; zeros and 0 when it has nothing to add."""
+    if contribution is None:
+        return np.zeros(dim, dtype=np.float64), 0.0
+    values = np.asarray(contribution.weighted_values, dtype=np.float64) / unit
+    return values, min(1.0, contribution.weight / unit)
+
+
+def to_aggregate(
+    result: StepResult,
+    unit: float,
+    members: Sequence[str],
+    skipped: Mapping[str, str],
+    failed: Mapping[str, str] | None = None,
+) -> AggregateSum:
+    """Back to Σ w_k·v_k and Σ w_k; who dropped or declined is listed with why."""
+    excluded = dict(failed or {})
+    for index in result.dropped:
+        excluded.setdefault(members[index], "dropped out of the secure step (recovered)")
+    contributors = []
+    for index in result.survivors:
+        node = members[index]
+        if node in skipped:
+            excluded[node] = skipped[node]
+        else:
+            contributors.append(node)
+    return AggregateSum(result.total * unit, result.weight * unit, tuple(contributors), excluded)

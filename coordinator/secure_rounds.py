@@ -1,0 +1,184 @@
+"""Secure aggregation over the task mailboxes: one SecAggServer session, its rounds as tasks.
+
+A session covers the members present when it starts and lasts while sums keep the same length
+and clip; its blocks re-key every `steps_per_block` steps. A member that misses a round is out
+of the session (the library recovers it); a node that (re)joins waits for the next session.
+Each result is checked before the library sees it: the sender must hold the client index
+it claims, so one node can never speak for another.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from codream.aggregation import AggregateSum
+from codream.config import SecureAggregationConfig
+from codream.messages import Task
+from coordinator.dispatch import Dispatcher, OpenTask
+from coordinator.errors import InvalidMessage, PermissionDenied
+from coordinator.membership import Member
+from coordinator.secure_plan import clip_for, session_config, to_aggregate, weight_unit
+from protos.codream.v1 import codream_pb2 as pb
+from secagg import InsufficientSurvivors, SecAggServer, decode
+from secagg.messages import AdvertiseKeys, MaskedInput, ShareKeys, UnmaskResponse
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Session:
+    server: SecAggServer
+    members: list[Member]
+    unit: float
+    clip: float
+    deliveries: dict[int, bytes] = field(default_factory=dict)  # client index -> ShareDelivery
+
+    @property
+    def node_ids(self) -> list[str]:
+        return [m.node_id for m in self.members]
+
+    def at_block_start(self) -> bool:
+        return self.server.step % self.server.config.steps_per_block == 0 and not self.deliveries
+
+
+class SecureRounds:
+    def __init__(self, dispatcher: Dispatcher, settings: SecureAggregationConfig,
+                 live_members: Callable[[], list[Member]], round_timeout: float, step_timeout: float):
+        self.dispatcher = dispatcher
+        self.settings = settings
+        self.live_members = live_members
+        self.round_timeout = round_timeout  # key agreement and unmasking rounds
+        self.step_timeout = step_timeout  # the summed task itself (nodes compute)
+        self.session: Session | None = None
+        self.clipped = 0
+        self.sessions_started = 0
+
+    def sum(self, task: Task, message: pb.Task, size: int) -> AggregateSum:
+        """One secure step for `task`; an aborted step sums nothing (weight 0) and ends the session."""
+        try:
+            session = self._session_for(task, size)
+            if session is None:
+                return AggregateSum(_zeros(size), 0.0, (), {"*": "fewer than 2 members for a secure sum"})
+            if session.at_block_start():
+                self._set_up_block(session)
+            return self._step(session, message)
+        except InsufficientSurvivors as error:
+            log.error("%s: secure step aborted, nothing released: %s", task.task_id, error)
+            self.session = None
+            return AggregateSum(_zeros(size), 0.0, (), {"*": f"secure step aborted: {error}"})
+
+    # ---- session and block set-up ---------------------------------------------------------
+    def _session_for(self, task: Task, size: int) -> Session | None:
+        clip = clip_for(task, self.settings)
+        session = self.session
+        live = self.live_members()
+        if session is not None:
+            same = session.server.config.dim == size and session.clip == clip
+            newcomers = {m.node_id for m in live} - set(session.node_ids)
+            present = [m for i, m in enumerate(session.members)
+                       if i in session.server.alive and not m.gone]
+            enough = len(present) >= session.server.config.threshold
+            if same and enough and not (newcomers and session.at_block_start()):
+                return session
+        if len(live) < 2:
+            self.session = None
+            return None
+        server = SecAggServer(session_config(self.settings, len(live), size, clip), os.urandom(16))
+        self.session = Session(server, live, weight_unit(m.weight for m in live), clip)
+        self.sessions_started += 1
+        log.info("secure session %s: %d members, dim %d, clip %g", server.session_id.hex()[:8],
+                 len(live), size, clip)
+        return self.session
+
+    def _set_up_block(self, session: Session) -> None:
+        server, config = session.server, session.server.config
+        begins = []
+        for index in sorted(server.alive):
+            begin = pb.SecAggBegin(
+                session_id=server.session_id, client_index=index, n_clients=config.n_clients,
+                dim=config.dim, clip=config.clip, threshold=config.threshold, graph=config.graph,
+                degree=config.degree or 0 if config.graph == "secagg+" else 0,
+                scale=config.values.scale, max_weight=config.max_weight,
+                steps_per_block=config.steps_per_block, weight_unit=session.unit,
+                members=session.node_ids,
+            )
+            task = pb.Task(task_id=f"secagg/{server.session_id.hex()[:8]}/block{server.block}/advertise",
+                           secagg_begin=begin)
+            begins.append(self._post(session, index, task, "secagg_message", AdvertiseKeys,
+                                     server.receive_advertise))
+        self.dispatcher.gather(begins, self.round_timeout)
+        shares = []
+        for index in sorted(server.alive):
+            directory = server.key_directory(index)
+            task = pb.Task(task_id=f"secagg/{server.session_id.hex()[:8]}/block{server.block}/share",
+                           key_directory=directory.to_bytes())
+            shares.append(self._post(session, index, task, "secagg_message", ShareKeys,
+                                     server.receive_share_keys))
+        self.dispatcher.gather(shares, self.round_timeout)
+        session.deliveries = {index: server.share_delivery(index).to_bytes()
+                              for index in sorted(server.alive)}
+
+    # ---- one step -------------------------------------------------------------------------
+    def _step(self, session: Session, message: pb.Task) -> AggregateSum:
+        server = session.server
+        skipped: dict[str, str] = {}
+        masked = []
+        for index in sorted(server.alive):
+            task = pb.Task()
+            task.CopyFrom(message)
+            task.secure.session_id = server.session_id
+            task.secure.step = server.step
+            task.secure.share_delivery = session.deliveries.get(index, b"")
+
+            def record_skip(result: pb.TaskResult, node: str = session.members[index].node_id) -> None:
+                if result.masked.skip_reason:
+                    skipped[node] = result.masked.skip_reason
+
+            masked.append(self._post(session, index, task, "masked", MaskedInput,
+                                     server.receive_masked_input, record_skip))
+        session.deliveries = {}
+        self.dispatcher.gather(masked, self.step_timeout)
+        unmasks = []
+        for index in server.close_inputs():
+            request = server.unmask_request(index)
+            task = pb.Task(task_id=f"{message.task_id}/unmask", round=message.round,
+                           unmask_request=request.to_bytes())
+            unmasks.append(self._post(session, index, task, "secagg_message", UnmaskResponse,
+                                      server.receive_unmask))
+        self.dispatcher.gather(unmasks, self.round_timeout)
+        result = server.finish_step()
+        if result.clipped:
+            self.clipped += result.clipped
+            log.warning("%s: %d elements clipped to ±%g", message.task_id, result.clipped, session.clip)
+        return to_aggregate(result, session.unit, session.node_ids, skipped)
+
+    def _post(self, session: Session, index: int, task: pb.Task, body: str, kind: type,
+              receive: Callable[[Any], None], also: Callable[[pb.TaskResult], None] | None = None
+              ) -> OpenTask:
+        member = session.members[index]
+
+        def accept(result: pb.TaskResult) -> bool:
+            if result.WhichOneof("body") != body:
+                raise InvalidMessage(f"{task.task_id}: expected a {body} result under secure "
+                                     f"aggregation, got {result.WhichOneof('body')}")
+            data = result.masked.masked_input if body == "masked" else result.secagg_message
+            parsed = decode(data, kind)
+            if parsed.header.client_id != index:
+                raise PermissionDenied(f"{member.node_id} is client {index} of this session, "
+                                       f"not {parsed.header.client_id}")
+            receive(parsed)
+            if also is not None:
+                also(result)
+            return True
+
+        return self.dispatcher.post(member, task, accept)
+
+
+def _zeros(size: int):
+    import numpy as np
+
+    return np.zeros(size, dtype=np.float64)

@@ -1,0 +1,180 @@
+"""`codream coordinator`: the gRPC server, health and reflection, and the run it orchestrates.
+
+Serving: the Coordinator service (TLS/mTLS or plaintext) with reflection on the main port and
+the standard health service on a plaintext port of its own (for Kubernetes probes). Running:
+wait for the nodes, resume from the checkpoint if there is one, drive the round logic over the
+network, checkpoint after every round, write the run directory, tell the nodes to stop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import torch
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from client_node.build import client_partitions
+from codream.config import RunConfig, to_toml
+from codream.data import load_dataset
+from codream.devices import resolve_device
+from codream.report import atomic_write_text
+from codream.simulation import build_coordinator, final_summary, partition_summary, write_run_outputs
+from coordinator.checkpoint import config_fingerprint, load_checkpoint, save_checkpoint
+from coordinator.dispatch import Dispatcher
+from coordinator.federation import Federation
+from coordinator.membership import Membership
+from coordinator.network_transport import NetworkTransport, Timeouts
+from coordinator.round_logic import RoundReport
+from coordinator.security import ServerSecurity, server_credentials, server_options
+from coordinator.servicer import CoordinatorServicer
+from protos.codream.v1 import codream_pb2 as pb
+from protos.codream.v1 import codream_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Coordinator"].full_name  # codream.v1.Coordinator
+
+
+@dataclass(frozen=True)
+class CoordinatorSettings:
+    """How the coordinator serves (the computation itself is the RunConfig)."""
+
+    host: str = "0.0.0.0"
+    port: int = 50051
+    health_port: int = 50052
+    node_ids: tuple[str, ...] = ()  # the roster; empty: node-0 .. node-{clients-1}
+    min_nodes: int = 0  # 0: every node on the roster
+    join_timeout: float = 600.0
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    security: ServerSecurity = field(default_factory=ServerSecurity)
+    max_message_bytes: int = 256 * 2**20
+    keepalive_seconds: float = 30.0
+    heartbeat_seconds: float = 2.0
+    liveness_seconds: float = 30.0
+    grace_seconds: float = 10.0
+    workers: int = 0  # 0: enough for every node's long poll and heartbeat
+    ready_file: str | None = None  # JSON with the bound ports, written once serving
+
+
+class CoordinatorService:
+    def __init__(self, config: RunConfig, settings: CoordinatorSettings):
+        self.config = config
+        self.settings = settings
+        roster = settings.node_ids or tuple(f"node-{i}" for i in range(config.clients))
+        if len(roster) != config.clients:
+            raise ValueError(f"the roster names {len(roster)} nodes but clients = {config.clients}")
+        self.run_dir = Path(config.out)
+        self.run_id = secrets.token_hex(8)
+        self.membership = Membership(roster, liveness_seconds=settings.liveness_seconds)
+        self.dispatcher = Dispatcher(self.membership, self.run_id)
+        self.federation = Federation(self.membership, self.dispatcher, to_toml(config),
+                                     settings.heartbeat_seconds)
+        self.health = health.HealthServicer()
+        self.stopping = threading.Event()
+        self.server: grpc.Server | None = None
+        self.health_server: grpc.Server | None = None
+        self.port = self.health_port = 0
+
+    # ---- serving --------------------------------------------------------------------------
+    def start(self) -> None:
+        s = self.settings
+        workers = s.workers or 2 * len(self.membership.node_ids) + 8
+        options = server_options(s.max_message_bytes, s.keepalive_seconds)
+        self.server = grpc.server(futures.ThreadPoolExecutor(workers), options=options)
+        pb_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(self.federation, s.security),
+                                                  self.server)
+        reflection.enable_server_reflection((SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+        credentials = server_credentials(s.security)
+        address = f"{s.host}:{s.port}"
+        self.port = (self.server.add_secure_port(address, credentials) if credentials
+                     else self.server.add_insecure_port(address))
+        self.health_server = grpc.server(futures.ThreadPoolExecutor(2))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+        self.health_port = self.health_server.add_insecure_port(f"{s.host}:{s.health_port}")
+        if not self.port or not self.health_port:
+            raise OSError(f"could not bind {address} or health port {s.health_port}")
+        self.server.start()
+        self.health_server.start()
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("coordinator %s serving on %s:%d (health on %d)", self.run_id, s.host, self.port,
+                 self.health_port)
+        if s.ready_file:
+            atomic_write_text(Path(s.ready_file), json.dumps(
+                {"port": self.port, "health_port": self.health_port, "pid": os.getpid(),
+                 "run_id": self.run_id}))
+
+    def stop(self, grace: float | None = None) -> None:
+        """Graceful: NOT_SERVING first, no new joins, in-flight calls get `grace` seconds."""
+        grace = self.settings.grace_seconds if grace is None else grace
+        self.stopping.set()
+        self.health.enter_graceful_shutdown()
+        self.federation.accepting = False
+        self.dispatcher.stop()
+        if self.server is not None:
+            self.server.stop(grace).wait()
+        if self.health_server is not None:
+            self.health_server.stop(0)
+
+    # ---- the run --------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        config = self.config
+        torch.manual_seed(config.seed)
+        dataset = load_dataset(config.dataset)
+        logic = build_coordinator(config, dataset, resolve_device(config.device))
+        checkpoint = self.run_dir / "checkpoint.pt"
+        fingerprint = config_fingerprint(config)
+        state = load_checkpoint(checkpoint, fingerprint)
+        if state is not None:
+            logic.load_state_dict(state)
+            log.info("resumed from %s: next round %d", checkpoint, logic.next_round)
+        needed = self.settings.min_nodes or len(self.membership.node_ids)
+        present = self.membership.wait_for(needed, self.settings.join_timeout)
+        if len(present) < needed:
+            raise TimeoutError(f"{len(present)} of {needed} nodes ready after "
+                               f"{self.settings.join_timeout:.0f} s")
+        transport = NetworkTransport(config, self.membership, self.dispatcher, self.settings.timeouts)
+        progress = self.run_dir / "progress.jsonl"
+
+        def on_report(report: RoundReport) -> None:
+            metrics = report.metrics
+            if transport.secure is not None:
+                metrics["secure_sessions"] = transport.secure.sessions_started
+                metrics["clipped_elements"] = transport.secure.clipped
+            metrics["wire_bytes"] = {node: {"sent_to": a, "received_from": b}
+                                     for node, (a, b) in sorted(transport.wire_bytes.items())}
+            save_checkpoint(checkpoint, logic, fingerprint)
+            with progress.open("a") as stream:
+                stream.write(json.dumps({"round": report.round,
+                                         "mean_client_accuracy": metrics["mean_client_accuracy"],
+                                         "server_accuracy": metrics.get("server_accuracy")}) + "\n")
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        transport.drive(logic.run(), on_report, self.stopping)
+        summary: dict[str, Any] = {"strategy": config.strategy, "dataset": config.dataset,
+                                   "transport": "grpc", "secure_aggregation": config.secagg.enabled,
+                                   "coordinator_run": self.run_id}
+        summary.update(partition_summary(config, dataset, client_partitions(config, dataset)))
+        summary.update(final_summary(logic.history))
+        summary["wall_seconds"] = time.perf_counter() - started
+        write_run_outputs(self.run_dir, config, dataset, logic.history, summary, logic)
+        self._shut_down_nodes()
+        return summary
+
+    def _shut_down_nodes(self) -> None:
+        members = self.membership.live()
+        entries = [self.dispatcher.post(m, pb.Task(task_id="shutdown", shutdown=pb.Shutdown(
+            reason="the run is complete")), lambda result: True) for m in members]
+        # Nodes acknowledge by leaving (their heartbeat ends); give them a moment to pull it.
+        self.dispatcher.gather(entries, 5.0)
