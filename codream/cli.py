@@ -128,6 +128,15 @@ def make_parser() -> argparse.ArgumentParser:
     _add_config_flags(sim)
     sim.add_argument("--no-progress", action="store_true", help="no progress bar")
     sim.set_defaults(func=_cmd_simulate)
+    # Imported here: the service modules load grpc, which `simulate` does not need.
+    from client_node.cli import add_node_command
+    from coordinator.cli import add_cluster_command, add_coordinator_command
+    from coordinator.dev_certificates import add_certs_command
+
+    add_coordinator_command(commands, _add_config_flags)
+    add_node_command(commands)
+    add_cluster_command(commands, _add_config_flags)
+    add_certs_command(commands)
     return parser
 
 

@@ -96,3 +96,90 @@ def add_coordinator_command(commands: Any, add_config_flags: Any) -> None:
     add_config_flags(parser)
     add_serving_flags(parser)
     parser.set_defaults(func=_cmd_coordinator)
+
+
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from codream.cli import _flags, load_run_config
+    from codream.config import to_toml
+    from coordinator.local_cluster import LocalCluster
+
+    flags = _flags(args)
+    flags["clients"] = args.nodes
+    config = load_run_config(args.config, os.environ, flags)
+    run_dir = Path(config.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "progress.jsonl").unlink(missing_ok=True)
+    (run_dir / "checkpoint.pt").unlink(missing_ok=True)  # a new cluster is a new run
+    config_file = run_dir / "cluster-config.toml"
+    config_file.write_text(to_toml(config))
+    cluster = LocalCluster(run_dir, args.nodes, ["--config", str(config_file)],
+                           node_args=["--device", args.node_device], tls=args.tls)
+    total = config.rounds + (0 if config.strategy == "fedavg" else 1)
+    bar = tqdm(total=total, desc=f"{config.strategy} cluster, {args.nodes} nodes", unit="round",
+               disable=args.no_progress)
+    seen = 0
+    try:
+        cluster.start()
+        print(f"coordinator on 127.0.0.1:{cluster.port} (health {cluster.health_port}); "
+              f"logs in {cluster.logs}", file=sys.stderr)
+        coordinator = cluster.processes["coordinator"]
+        while coordinator.poll() is None:
+            seen = _show_progress(run_dir / "progress.jsonl", bar, seen)
+            try:
+                coordinator.wait(0.5)
+            except Exception:  # noqa: BLE001 — still running
+                pass
+            crashed = [n for n in cluster.node_ids if cluster.processes[n].poll() not in (None, 0)]
+            if crashed:
+                print(f"node(s) {', '.join(crashed)} exited with errors; see {cluster.logs}",
+                      file=sys.stderr)
+        _show_progress(run_dir / "progress.jsonl", bar, seen)
+        bar.close()
+        codes = cluster.wait_all(30.0)
+    finally:
+        cluster.stop()
+    print("exit codes: " + ", ".join(f"{k} {v}" for k, v in codes.items()))
+    metrics_file = run_dir / "metrics.json"
+    if codes.get("coordinator") != 0 or not metrics_file.is_file():
+        print(f"the run did not finish; see {cluster.logs}", file=sys.stderr)
+        return 1
+    summary = json.loads(metrics_file.read_text()).get("summary", {})
+    line = (f"{config.strategy} on a {args.nodes}-node cluster (secure aggregation "
+            f"{'on' if config.secagg.enabled else 'off'}): final mean client accuracy "
+            f"{summary.get('final_mean_client_accuracy', float('nan')):.4f}")
+    if "final_server_accuracy" in summary:
+        line += f", server model (dreams only) {summary['final_server_accuracy']:.4f}"
+    print(line)
+    print(f"wall {summary.get('wall_seconds', 0):.1f} s; run directory: {run_dir}")
+    return 0
+
+
+def _show_progress(path: Any, bar: Any, seen: int) -> int:
+    import json
+
+    if not path.is_file():
+        return seen
+    lines = path.read_text().splitlines()
+    for line in lines[seen:]:
+        entry = json.loads(line)
+        postfix = {"acc": f"{entry['mean_client_accuracy']:.3f}"}
+        if entry.get("server_accuracy") is not None:
+            postfix["server"] = f"{entry['server_accuracy']:.3f}"
+        bar.set_postfix(postfix)
+        bar.update(1)
+    return len(lines)
+
+
+def add_cluster_command(commands: Any, add_config_flags: Any) -> None:
+    parser = commands.add_parser("cluster", help="a coordinator and N nodes as processes on 127.0.0.1")
+    add_config_flags(parser)
+    parser.add_argument("--nodes", type=int, default=4, help="node processes (sets clients)")
+    parser.add_argument("--node-device", default="auto", help="auto | cpu | cuda for every node")
+    parser.add_argument("--tls", action="store_true", help="mTLS with a generated dev PKI")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(func=_cmd_cluster)
