@@ -85,6 +85,10 @@ def _cmd_coordinator(args: argparse.Namespace) -> int:
         log.error("%s", error)
         service.stop(0)
         return 1
+    except Exception:
+        log.exception("the run failed")
+        service.stop(0)
+        return 1
     service.stop()
     print(f"{config.strategy} over gRPC: final mean client accuracy "
           f"{summary.get('final_mean_client_accuracy', float('nan')):.4f}", flush=True)

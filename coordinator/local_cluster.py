@@ -64,11 +64,12 @@ class LocalCluster:
         for node in self.node_ids:
             self.start_node(node)
 
-    def start_coordinator(self, timeout: float = 120.0) -> None:
+    def start_coordinator(self, timeout: float = 120.0, port: int = 0) -> None:
+        """`port`: reuse a port (a restarted coordinator must be where its nodes dial)."""
         ready = self.run_dir / "coordinator.ready.json"
         ready.unlink(missing_ok=True)
         args = [*codream_command(), "coordinator", *self.config_args, "--clients", str(self.nodes),
-                "--out", str(self.run_dir), "--host", "127.0.0.1", "--port", "0", "--health-port", "0",
+                "--out", str(self.run_dir), "--host", "127.0.0.1", "--port", str(port), "--health-port", "0",
                 "--tokens-file", str(self.secrets / "tokens.toml"), "--ready-file", str(ready),
                 *self.coordinator_args]
         if self.tls:

@@ -38,6 +38,8 @@ from codream.messages import (
     Task,
     TrainLocal,
 )
+from codream.models import build_model
+from codream.parameters import state_size
 from codream.server_optimizer import apply_update, init_state
 from codream.soft_labels import aggregated_logits, soft_label_size
 from codream.training import evaluate, train_on_dreams
@@ -213,7 +215,7 @@ class CoordinatorRoundLogic:
         for r in range(self.next_round, config.rounds + 1):
             started = time.perf_counter()
             parameters = self.global_parameters
-            size = 0 if parameters is None else len(parameters)
+            size = self._parameter_count() if parameters is None else len(parameters)
             task = FedAvgTrain(f"r{r}/fedavg", r, config.local_epochs, parameters)
             replies = yield from self._send_sum_of_unknown_size(task, size)
             parameters = replies.total.mean().astype(np.float32)
@@ -222,6 +224,13 @@ class CoordinatorRoundLogic:
             yield from self._evaluate_round(
                 r, started, {"clients_summed": len(replies.total.contributors)}
             )
+
+    def _parameter_count(self) -> int:
+        """FedAvg's vector length from the architecture alone (a secure sum must know it up
+        front); the coordinator builds the model only to count, never sees a node's weights."""
+        with torch.random.fork_rng(devices=[]):
+            model = build_model(self.config.model_for(0), self.input_shape, self.num_classes)
+        return state_size(model)
 
     def _send_sum_of_unknown_size(self, task: Task, size: int):
         """FedAvg's first round learns the parameter count from the nodes (they own the model)."""
