@@ -27,6 +27,8 @@ def add_serving_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task-timeout", type=float, default=900.0)
     parser.add_argument("--step-timeout", type=float, default=300.0)
     parser.add_argument("--secagg-timeout", type=float, default=60.0)
+    parser.add_argument("--rejoin-wait", type=float, default=0.0,
+                        help="at each round's start, wait this long for absent nodes to rejoin")
     parser.add_argument("--heartbeat-seconds", type=float, default=2.0)
     parser.add_argument("--liveness-seconds", type=float, default=30.0)
     parser.add_argument("--grace-seconds", type=float, default=10.0)
@@ -49,7 +51,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     return CoordinatorSettings(
         host=args.host, port=args.port, health_port=args.health_port, node_ids=node_ids,
         min_nodes=args.min_nodes, join_timeout=args.join_timeout,
-        timeouts=Timeouts(args.task_timeout, args.step_timeout, args.secagg_timeout),
+        timeouts=Timeouts(args.task_timeout, args.step_timeout, args.secagg_timeout, args.rejoin_wait),
         security=security, max_message_bytes=args.max_message_mb * 2**20,
         heartbeat_seconds=args.heartbeat_seconds, liveness_seconds=args.liveness_seconds,
         grace_seconds=args.grace_seconds, ready_file=args.ready_file,

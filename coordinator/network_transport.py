@@ -52,6 +52,7 @@ class Timeouts:
     task: float = 900.0  # local training, distillation, evaluation
     step: float = 300.0  # one summed task (a dream step, soft labels, a FedAvg round)
     secagg_round: float = 60.0  # key agreement and unmasking
+    rejoin: float = 0.0  # at a round's start, wait this long for absent roster nodes
 
 
 class NetworkTransport:
@@ -64,6 +65,7 @@ class NetworkTransport:
         self.secure = SecureRounds(dispatcher, config.secagg, membership.live, timeouts.secagg_round,
                                    timeouts.step) if config.secagg.enabled else None
         self.wire_bytes: dict[str, list[int]] = {}  # node: [sent to it, received from it]
+        self._round = -1
 
     def drive(self, rounds: Any, on_report: Callable[[RoundReport], None],
               stopping: threading.Event | None = None) -> None:
@@ -92,6 +94,9 @@ class NetworkTransport:
 
     def broadcast(self, request: Broadcast) -> Replies:
         task = request.task
+        if task.round != self._round:
+            self._round = task.round
+            self._wait_for_absent_nodes()
         message = serde.task_to_proto(task)
         down = payload_bytes(task)
         if request.summed and self.secure is not None:
@@ -124,6 +129,13 @@ class NetworkTransport:
                         **{k: "no answer before the deadline" for k in silent}}
             total = dataclasses.replace(total, excluded=excluded)
         return Replies(by_node, total, traffic)
+
+    def _wait_for_absent_nodes(self) -> None:
+        """A node that crashed and restarted rejoins between rounds; give it the chance."""
+        roster = len(self.membership.node_ids)
+        if self.timeouts.rejoin > 0 and len(self.membership.live()) < roster:
+            present = self.membership.wait_for(roster, self.timeouts.rejoin)
+            log.info("round %d starts with %d of %d nodes", self._round, len(present), roster)
 
     def _acceptor(self, request: Broadcast) -> Callable[[pb.TaskResult], Any]:
         allowed = _EXPECTED.get(type(request.task))

@@ -113,14 +113,18 @@ class SecureRounds:
         self.dispatcher.gather(begins, self.round_timeout)
         shares = []
         for index in sorted(server.alive):
+            if index not in server.alive:  # the first call closes the round: silent ones are out
+                continue
             directory = server.key_directory(index)
             task = pb.Task(task_id=f"secagg/{server.session_id.hex()[:8]}/block{server.block}/share",
                            key_directory=directory.to_bytes())
             shares.append(self._post(session, index, task, "secagg_message", ShareKeys,
                                      server.receive_share_keys))
         self.dispatcher.gather(shares, self.round_timeout)
-        session.deliveries = {index: server.share_delivery(index).to_bytes()
-                              for index in sorted(server.alive)}
+        session.deliveries = {}
+        for index in sorted(server.alive):
+            if index in server.alive:  # as above: the first call drops who sent no shares
+                session.deliveries[index] = server.share_delivery(index).to_bytes()
 
     # ---- one step -------------------------------------------------------------------------
     def _step(self, session: Session, message: pb.Task) -> AggregateSum:

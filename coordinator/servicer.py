@@ -41,10 +41,18 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     def Heartbeat(self, request_iterator, context):
         return self._call(context, "Heartbeat",
-                          lambda node: self.federation.heartbeat(node, request_iterator))
+                          lambda node: self.federation.heartbeat(node, _until_broken(request_iterator)))
 
     def PullTask(self, request, context):
         return self._call(context, "PullTask", lambda node: self.federation.pull(node, request))
 
     def SubmitResult(self, request, context):
         return self._call(context, "SubmitResult", lambda node: self.federation.submit(node, request))
+
+
+def _until_broken(stream):
+    """A client stream that ends quietly when the peer vanishes (that is how a node leaves)."""
+    try:
+        yield from stream
+    except grpc.RpcError:
+        return

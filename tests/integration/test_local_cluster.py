@@ -103,7 +103,7 @@ def test_a_node_killed_mid_session_is_recovered_and_readmitted_at_the_next_sessi
             "--set", "dream.global_steps=12", "--set", "secagg.steps_per_block=4",
             "--set", "dream.batch_size=128"]
     with LocalCluster(tmp_path / "cluster", 4, args, node_args=["--device", "cpu"],
-                      coordinator_args=["--liveness-seconds", "20"]) as cluster:
+                      coordinator_args=["--rejoin-wait", "120"]) as cluster:
         cluster.start()
         _wait_for(lambda: "secure session" in cluster.log_text("node-3"), 120, "a secure session",
                   cluster)
