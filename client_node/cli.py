@@ -1,0 +1,103 @@
+"""`codream node`: flags, token and TLS files to NodeOptions; signals to a clean stop.
+
+The only place on the node side that reads files, environment and flags (STYLE: only the CLI
+does); the daemon receives finished options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from codream.config import ConfigError
+
+TOKEN_ENVIRONMENT = "CODREAM_NODE_TOKEN"
+_SECURITY_FLAGS = {"ca_file": "--tls-ca", "cert_file": "--tls-cert", "key_file": "--tls-key",
+                   "server_name": "--tls-server-name", "token": f"--token-file/${TOKEN_ENVIRONMENT}"}
+
+
+def add_node_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    node = subparsers.add_parser("node", help="run a node daemon that joins a coordinator")
+    node.add_argument("--coordinator", required=True, metavar="HOST:PORT")
+    node.add_argument("--node-id", dest="node_id", required=True)
+    node.add_argument("--token-file", dest="token_file",
+                      help=f"file holding just the bearer token (else ${TOKEN_ENVIRONMENT})")
+    node.add_argument("--tls-ca", dest="tls_ca", help="CA bundle the coordinator's certificate "
+                      "must chain to (without it: plaintext, for loopback development)")
+    node.add_argument("--tls-cert", dest="tls_cert", help="this node's certificate, for mTLS")
+    node.add_argument("--tls-key", dest="tls_key", help="this node's private key, for mTLS")
+    node.add_argument("--tls-server-name", dest="tls_server_name",
+                      help="name to check the coordinator's certificate against")
+    node.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    node.add_argument("--dataset", help="override the run's data set (e.g. npz:PATH local to "
+                      "this node)")
+    node.add_argument("--max-message-mb", dest="max_message_mb", type=int, default=256)
+    node.add_argument("--pull-wait", dest="pull_wait", type=float, default=10.0,
+                      help="long-poll seconds per PullTask")
+    node.set_defaults(func=run_node)
+    return node
+
+
+def read_token(token_file: str | None, environ: Mapping[str, str]) -> str | None:
+    """The token from --token-file, else the environment, else None (mTLS or open loopback)."""
+    if token_file:
+        path = Path(token_file)
+        if not path.is_file():
+            raise ConfigError(f"--token-file: no such file {token_file}")
+        token = path.read_text().strip()
+        if not token:
+            raise ConfigError(f"--token-file {token_file}: the file is empty")
+        return token
+    return environ.get(TOKEN_ENVIRONMENT, "").strip() or None
+
+
+def node_options(args: argparse.Namespace, environ: Mapping[str, str]):
+    """NodeOptions from parsed flags; ConfigError names the flag at fault."""
+    # grpc is imported only when a node runs, so `codream simulate` never loads it.
+    from client_node.channel import ChannelSecurity
+    from client_node.daemon import NodeOptions
+
+    for flag, value in (("--tls-ca", args.tls_ca), ("--tls-cert", args.tls_cert),
+                        ("--tls-key", args.tls_key)):
+        if value is not None and not Path(value).is_file():
+            raise ConfigError(f"{flag}: no such file {value}")
+    if args.max_message_mb <= 0:
+        raise ConfigError(f"--max-message-mb: must be > 0, got {args.max_message_mb}")
+    if not args.pull_wait > 0:
+        raise ConfigError(f"--pull-wait: must be > 0, got {args.pull_wait}")
+    if not (args.device in ("auto", "cpu", "cuda") or args.device.startswith("cuda:")):
+        raise ConfigError(f"--device: must be auto, cpu, cuda or cuda:N, got {args.device!r}")
+    try:
+        security = ChannelSecurity(ca_file=args.tls_ca, cert_file=args.tls_cert,
+                                   key_file=args.tls_key, server_name=args.tls_server_name,
+                                   token=read_token(args.token_file, environ))
+    except ValueError as error:
+        message = str(error)
+        for field, flag in _SECURITY_FLAGS.items():
+            message = message.replace(f"ChannelSecurity.{field}", flag).replace(field, flag)
+        raise ConfigError(message) from None
+    return NodeOptions(args.coordinator, args.node_id, security, device=args.device,
+                       dataset=args.dataset, max_message_bytes=args.max_message_mb * 2**20,
+                       pull_wait=args.pull_wait)
+
+
+def run_node(args: argparse.Namespace) -> int:
+    """Runs the daemon until SIGTERM/SIGINT (exit 0), a shutdown task (0) or a refusal (3)."""
+    from client_node.daemon import NodeDaemon
+
+    options = node_options(args, os.environ)
+    stop = threading.Event()
+    daemon = NodeDaemon(options, stop)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, lambda *_: stop.set())
+    try:
+        return daemon.run()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -1,0 +1,303 @@
+"""The node daemon: dial out, join, heart-beat, long-poll tasks, run them, submit the results.
+
+Nodes sit behind firewalls and NAT, so the node always dials the coordinator and reconnects
+with back-off when it goes away. The task logic survives re-joins (a restarted coordinator must
+not reset the node's model; RoundSnapshots rolls back a round it re-runs). All computing is in
+TaskRunner; this module only moves messages and maps gRPC status codes to what the node does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import torch
+
+from client_node.build import build_node, client_partitions
+from client_node.channel import ChannelSecurity, open_channel
+from client_node.round_snapshot import RoundSnapshots
+from client_node.task_logic import NodeTaskLogic
+from client_node.task_runner import TaskRunner, is_shutdown
+from codream.config import ConfigError, RunConfig, build
+from codream.data import load_dataset
+from codream.devices import resolve_device
+from protos import serde
+from protos.codream.v1 import codream_pb2 as pb
+from protos.codream.v1 import codream_pb2_grpc as pb_grpc
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_CONFIG, EXIT_AUTH = 0, 2, 3
+SUBMIT_ATTEMPTS = 5  # transient failures retried with the same membership; then re-join
+_Code = grpc.StatusCode
+
+
+class Backoff:
+    """Exponential back-off: start, ×factor per attempt, capped, with ±jitter (a fraction)."""
+
+    def __init__(self, start: float = 0.2, factor: float = 2.0, cap: float = 5.0,
+                 jitter: float = 0.2, random_unit: Callable[[], float] = random.random) -> None:
+        self.start, self.factor, self.cap, self.jitter = start, factor, cap, jitter
+        self._random_unit = random_unit
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        base = min(self.cap, self.start * self.factor ** min(self.attempt, 64))
+        self.attempt += 1
+        return base * (1.0 + self.jitter * (2.0 * self._random_unit() - 1.0))
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    coordinator: str  # HOST:PORT
+    node_id: str
+    security: ChannelSecurity
+    device: str = "auto"  # the node's own; overrides the run config's
+    dataset: str | None = None  # overrides the run config's (e.g. a local npz path)
+    max_message_bytes: int = 256 * 2**20
+    pull_wait: float = 10.0
+    call_timeout: float = 30.0  # Join and Ready
+    submit_timeout: float = 300.0  # results may be hundreds of MiB
+
+
+class _Rejoin(Exception):
+    """The membership is gone or unreachable: back off, reconnect, join again."""
+
+
+class _Exit(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class _Built:
+    """The node's task logic for one (run config text, node index); kept across re-joins."""
+
+    key: tuple[str, int]
+    config: RunConfig
+    logic: NodeTaskLogic
+    snapshots: RoundSnapshots
+    runner: TaskRunner
+
+
+def build_logic(config: RunConfig, index: int, device: torch.device) -> NodeTaskLogic:
+    """Exactly what `codream simulate` builds for client `index`."""
+    dataset = load_dataset(config.dataset)
+    return build_node(config, index, dataset, client_partitions(config, dataset), device)
+
+
+def connect(options: NodeOptions) -> tuple[Any, Callable[[], None]]:
+    channel = open_channel(options.coordinator, options.node_id, options.security,
+                           options.max_message_bytes)
+    return pb_grpc.CoordinatorStub(channel), channel.close
+
+
+class Heartbeat:
+    """The client-streaming Heartbeat call, open for the whole membership."""
+
+    def __init__(self, stub: Any, member_id: str, period: float) -> None:
+        self._end = threading.Event()
+        self._future = stub.Heartbeat.future(self._beats(member_id, period))
+
+    def _beats(self, member_id: str, period: float):
+        sequence = 0
+        while True:
+            yield pb.Beat(member_id=member_id, sequence=sequence)
+            sequence += 1
+            if self._end.wait(period):
+                return  # ending the stream is how the node says it leaves
+
+    def ended(self) -> bool:
+        return self._future.done()
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._end.set()
+        try:
+            self._future.result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            self._future.cancel()
+        except Exception as error:  # the stream may already have failed; nothing to do
+            log.debug("heartbeat ended with %s", error)
+
+
+class NodeDaemon:
+    """Runs until stopped, told to shut down, or refused; `run()` returns the exit code."""
+
+    def __init__(
+        self,
+        options: NodeOptions,
+        stop: threading.Event | None = None,
+        *,
+        connect: Callable[[NodeOptions], tuple[Any, Callable[[], None]]] = connect,
+        build_logic: Callable[[RunConfig, int, torch.device], NodeTaskLogic] = build_logic,
+        sleep: Callable[[float], Any] | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.options = options
+        self.stop = stop or threading.Event()
+        self._connect = connect
+        self._build_logic = build_logic
+        self._sleep = sleep or self.stop.wait  # a stop interrupts a back-off
+        self.backoff = backoff or Backoff()
+        self._built: _Built | None = None
+        self._round = -1
+
+    def run(self) -> int:
+        while not self.stop.is_set():
+            try:
+                stub, close = self._connect(self.options)
+            except ValueError as error:  # bad options: nothing a retry fixes
+                log.error("node %s: cannot dial %s: %s", self.options.node_id,
+                          self.options.coordinator, error)
+                return EXIT_CONFIG
+            try:
+                self._membership(stub)
+                log.info("node %s round %d: left the federation", self.options.node_id, self._round)
+                return EXIT_OK  # stopped or told to shut down
+            except _Exit as done:
+                log.error("node %s: %s", self.options.node_id, done)
+                return done.code
+            except _Rejoin as error:
+                log.warning("node %s round %d: %s; re-joining", self.options.node_id,
+                            self._round, error)
+            finally:
+                close()
+            self._sleep(self.backoff.next_delay())
+        return EXIT_OK
+
+    # -- one membership -----------------------------------------------------------------------
+    def _membership(self, stub: Any) -> None:
+        node_id = self.options.node_id
+        try:
+            joined = stub.Join(pb.JoinRequest(node_id=node_id, protocol=serde.PROTOCOL),
+                               timeout=self.options.call_timeout)
+        except grpc.RpcError as error:
+            raise _join_error(error) from None
+        built = self._build(joined)
+        logic = built.logic
+        self._call(stub.Ready, pb.ReadyRequest(
+            member_id=joined.member_id, weight=logic.weight, num_samples=len(logic.x_train),
+            model=built.config.model_for(joined.node_index), device=str(logic.device),
+            resumed_round=built.snapshots.round), "Ready", self.options.call_timeout)
+        self.backoff.reset()
+        log.info("node %s: joined run %s as %s (index %d), resuming after round %d", node_id,
+                 joined.coordinator_run, joined.member_id, joined.node_index,
+                 built.snapshots.round)
+        heartbeat = Heartbeat(stub, joined.member_id, joined.heartbeat_seconds or 5.0)
+        try:
+            self._serve(stub, joined.member_id, built.runner, heartbeat)
+        finally:
+            heartbeat.close()
+
+    def _build(self, joined: pb.JoinReply) -> _Built:
+        key = (joined.run_config_toml, joined.node_index)
+        if self._built is not None and self._built.key == key:
+            return self._built
+        try:
+            config = build(RunConfig, tomllib.loads(joined.run_config_toml))
+            overrides = {"device": self.options.device}
+            if self.options.dataset:
+                overrides["dataset"] = self.options.dataset
+            config = dataclasses.replace(config, **overrides)
+            if not 0 <= joined.node_index < config.clients:
+                raise ConfigError(f"node_index {joined.node_index} not in [0, {config.clients})")
+            logic = self._build_logic(config, joined.node_index, resolve_device(config.device))
+        except (tomllib.TOMLDecodeError, ValueError, OSError) as error:  # ConfigError too
+            raise _Exit(EXIT_CONFIG, f"cannot build from the run config: {error}") from None
+        snapshots = RoundSnapshots(logic)
+        runner = TaskRunner(self.options.node_id, logic, snapshots)
+        self._built = _Built(key, config, logic, snapshots, runner)
+        log.info("node %s: built %s on %s for node index %d", self.options.node_id,
+                 config.model_for(joined.node_index), logic.device, joined.node_index)
+        return self._built
+
+    def _serve(self, stub: Any, member_id: str, runner: TaskRunner, heartbeat: Heartbeat) -> None:
+        while not self.stop.is_set():
+            if heartbeat.ended():
+                raise _Rejoin("the heartbeat stream ended")
+            task = self._pull(stub, member_id)
+            if task is None or task.WhichOneof("body") is None:
+                continue
+            self._round = task.round
+            if is_shutdown(task):
+                log.info("node %s round %d: coordinator shuts down: %s", self.options.node_id,
+                         task.round, task.shutdown.reason)
+                ack = pb.TaskResult(member_id=member_id, task_id=task.task_id,
+                                    sequence=task.sequence, ack=pb.Ack())
+                try:  # best effort: the coordinator may already be gone
+                    self._submit(stub, ack, attempts=1)
+                except _Rejoin as error:
+                    log.debug("node %s: shutdown not acknowledged: %s", self.options.node_id, error)
+                return
+            self._submit(stub, runner.run(task, member_id))
+
+    def _pull(self, stub: Any, member_id: str) -> pb.Task | None:
+        """The next task, or None once stopped; waits on the stop event while it polls."""
+        wait = self.options.pull_wait
+        future = stub.PullTask.future(pb.PullTaskRequest(member_id=member_id, wait_seconds=wait),
+                                      timeout=wait + 5.0)
+        while True:
+            try:
+                return future.result(timeout=0.25)
+            except grpc.FutureTimeoutError:
+                if self.stop.is_set():
+                    future.cancel()
+                    return None
+            except grpc.FutureCancelledError:
+                return None
+            except grpc.RpcError as error:
+                raise _Rejoin(f"PullTask: {_describe(error)}") from None
+
+    def _submit(self, stub: Any, result: pb.TaskResult, attempts: int = SUBMIT_ATTEMPTS) -> None:
+        """Submits; a refusal is logged (the coordinator decides), a lost link retried."""
+        retry = Backoff()
+        for attempt in range(1, attempts + 1):
+            try:
+                stub.SubmitResult(result, timeout=self.options.submit_timeout)
+                return
+            except grpc.RpcError as error:
+                code = error.code()
+                if code in (_Code.INVALID_ARGUMENT, _Code.FAILED_PRECONDITION):
+                    log.warning("node %s round %d: result for task %s refused: %s",
+                                self.options.node_id, self._round, result.task_id,
+                                _describe(error))
+                    return
+                if code not in (_Code.UNAVAILABLE, _Code.DEADLINE_EXCEEDED) or attempt == attempts:
+                    raise _Rejoin(f"SubmitResult: {_describe(error)}") from None
+            self._sleep(retry.next_delay())
+
+    def _call(self, method: Any, request: Any, what: str, timeout: float) -> Any:
+        try:
+            return method(request, timeout=timeout)
+        except grpc.RpcError as error:
+            raise _Rejoin(f"{what}: {_describe(error)}") from None
+
+
+def _join_error(error: grpc.RpcError) -> Exception:
+    code = error.code()
+    if code in (_Code.UNAUTHENTICATED, _Code.PERMISSION_DENIED):
+        return _Exit(EXIT_AUTH, f"Join refused: {_describe(error)}")
+    if code in (_Code.INVALID_ARGUMENT, _Code.UNIMPLEMENTED):  # wrong protocol: a retry won't fix it
+        return _Exit(EXIT_CONFIG, f"Join refused: {_describe(error)}")
+    return _Rejoin(f"Join: {_describe(error)}")  # ALREADY_EXISTS: the old membership is closing
+
+
+def _describe(error: grpc.RpcError) -> str:
+    code = error.code()
+    return f"{code.name if code else 'UNKNOWN'} {error.details() or ''}".strip()

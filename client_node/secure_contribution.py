@@ -1,0 +1,158 @@
+"""A node's side of secure aggregation: its SecAggClient for the current session, and masking.
+
+Pure (no grpc, no protobuf): the task runner hands it the fields of the secagg tasks as plain
+values and bytes. It keeps one `SecAggClient` per session so a new block of the same session
+reuses the client (its live-neighbour set and revealed-share record must persist for the whole
+session, see secagg/README.md), and turns a domain reply into a masked input. A node that
+cannot contribute masks zeros with weight 0, so it stays in the session instead of dropping.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from codream.aggregation import Contribution
+from codream.messages import Reply, Skip
+from secagg import SecAggClient, SecAggConfig, decode
+from secagg.messages import KeyDirectory, ShareDelivery, UnmaskRequest
+
+log = logging.getLogger(__name__)
+
+
+class SecureTaskError(ValueError):
+    """A secure task does not fit the node's session state (no session, wrong session, bad unit)."""
+
+
+@dataclass(frozen=True)
+class SessionParams:
+    """What SecAggBegin says: the session's config, this node's client index, and W.
+
+    weight_unit W: nodes send (w/W)·v and w/W, so every weight lies in [0, max_weight].
+    members: node ids by client index (empty: not checked).
+    """
+
+    session_id: bytes
+    client_index: int
+    config: SecAggConfig
+    weight_unit: float
+    members: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MaskedReply:
+    """secagg MaskedInput bytes and, for a node that contributed nothing, why."""
+
+    masked_input: bytes
+    skip_reason: str = ""
+
+
+class SecureContribution:
+    """The node's secure-aggregation state across sessions and blocks."""
+
+    def __init__(self, node_id: str, random_bytes: Callable[[int], bytes] = os.urandom) -> None:
+        self.node_id = node_id
+        self._random_bytes = random_bytes
+        self.params: SessionParams | None = None
+        self.client: SecAggClient | None = None
+
+    @property
+    def session_id(self) -> bytes | None:
+        return None if self.params is None else self.params.session_id
+
+    def begin(self, params: SessionParams) -> bytes:
+        """AdvertiseKeys bytes for the next block; a new session id starts a new client."""
+        if not (math.isfinite(params.weight_unit) and params.weight_unit > 0):
+            raise SecureTaskError(f"weight_unit must be finite and > 0, got {params.weight_unit}")
+        if params.members and (
+            params.client_index >= len(params.members)
+            or params.members[params.client_index] != self.node_id
+        ):
+            raise SecureTaskError(
+                f"session lists client {params.client_index} as "
+                f"{_member(params.members, params.client_index)!r}, this node is {self.node_id!r}"
+            )
+        if self.client is None or params.session_id != self.session_id:
+            self.client = SecAggClient(
+                params.client_index, params.config, params.session_id,
+                random_bytes=self._random_bytes,
+            )
+            self.params = params
+            log.info("node %s: secure session %s begins as client %d of %d", self.node_id,
+                     params.session_id.hex(), params.client_index, params.config.n_clients)
+        elif params != self.params:
+            raise SecureTaskError("SecAggBegin changed the parameters of the running session "
+                                  f"{params.session_id.hex()}")
+        return self.client.advertise_keys().to_bytes()
+
+    def share_keys(self, key_directory: bytes) -> bytes:
+        return self._client().share_keys(decode(key_directory, KeyDirectory)).to_bytes()
+
+    def check_session(self, session_id: bytes) -> None:
+        """SecureTaskError unless `session_id` is the session this node is in."""
+        self._client(session_id)
+
+    def receive_shares(self, session_id: bytes, share_delivery: bytes) -> None:
+        """The block's share bundles from the neighbours (on a block's first step)."""
+        self._client(session_id).receive_shares(decode(share_delivery, ShareDelivery))
+
+    def masked(self, session_id: bytes, step: int, reply: Reply) -> MaskedReply:
+        """Masks `reply` for `step`; a Skip (or an unusable reply) masks zeros with weight 0."""
+        client = self._client(session_id)
+        x, weight, reason = self.masking_input(reply)
+        message = client.masked_input(step, x, weight)
+        if client.last_clipped:
+            log.warning("node %s: step %d clipped %d elements to ±%g", self.node_id, step,
+                        client.last_clipped, client.config.clip)
+        return MaskedReply(message.to_bytes(), reason)
+
+    def masking_input(self, reply: Reply) -> tuple[np.ndarray, float, str]:
+        """(x, weight, skip reason): x = w·v / W as float64 and w / W, or zeros and 0."""
+        params = self._params()
+        dim, unit = params.config.dim, params.weight_unit
+        reason = _unusable(reply, dim, params.config.max_weight * unit)
+        if reason:
+            return np.zeros(dim, dtype=np.float64), 0.0, reason
+        x = np.asarray(reply.weighted_values, dtype=np.float64) / unit  # (d,)
+        # As the coordinator's secure_plan.scaled_input, so both transports quantise alike.
+        return x, min(params.config.max_weight, reply.weight / unit), ""
+
+    def unmask(self, request: bytes) -> bytes:
+        return self._client().unmask(decode(request, UnmaskRequest)).to_bytes()
+
+    def _client(self, session_id: bytes | None = None) -> SecAggClient:
+        if self.client is None:
+            raise SecureTaskError("no secure session has begun on this node")
+        if session_id is not None and session_id != self.session_id:
+            raise SecureTaskError(f"task is for secure session {session_id.hex()}, this node is "
+                                  f"in {self.session_id.hex()}")
+        return self.client
+
+    def _params(self) -> SessionParams:
+        self._client()
+        return self.params
+
+
+def _unusable(reply: Reply, dim: int, max_weight: float) -> str:
+    """Why `reply` cannot be masked as it is, or '' if it can."""
+    if isinstance(reply, Skip):
+        return reply.reason or "skipped"
+    if not isinstance(reply, Contribution):
+        return f"{type(reply).__name__} is not a contribution"
+    values = np.asarray(reply.weighted_values)
+    if values.shape != (dim,):
+        return f"contribution has shape {values.shape}, the session sums ({dim},)"
+    if not np.isfinite(values).all():
+        return f"{int((~np.isfinite(values)).sum())} non-finite values"
+    if not (math.isfinite(reply.weight) and 0 < reply.weight <= max_weight * (1 + 1e-9)):
+        return f"weight {reply.weight} outside (0, {max_weight}]"
+    return ""
+
+
+def _member(members: tuple[str, ...], index: int) -> str:
+    return members[index] if 0 <= index < len(members) else "nobody"

@@ -1,0 +1,63 @@
+"""`codream node` flags: defaults, the token from a file or the environment, errors naming the flag."""
+
+import argparse
+
+import pytest
+
+from client_node.cli import add_node_command, node_options
+from codream.config import ConfigError
+
+REQUIRED = ["node", "--coordinator", "coord:7000", "--node-id", "node-a"]
+
+
+def parse(*extra):
+    parser = argparse.ArgumentParser()
+    add_node_command(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args([*REQUIRED, *extra])
+
+
+def test_defaults():
+    options = node_options(parse(), {})
+    assert (options.coordinator, options.node_id, options.device, options.dataset) == (
+        "coord:7000", "node-a", "auto", None)
+    assert options.max_message_bytes == 256 * 2**20 and options.pull_wait == 10.0
+    assert options.security.token is None and options.security.ca_file is None
+
+
+def test_the_token_file_wins_over_the_environment_and_is_stripped(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    environ = {"CODREAM_NODE_TOKEN": "from-env"}
+    assert node_options(parse("--token-file", str(token)), environ).security.token == "s3cret"
+    assert node_options(parse(), environ).security.token == "from-env"
+
+
+def test_the_token_never_shows_in_the_options_repr(tmp_path):
+    assert "from-env" not in repr(node_options(parse(), {"CODREAM_NODE_TOKEN": "from-env"}))
+
+
+@pytest.mark.parametrize("extra, flag", [
+    (["--token-file", "/nonexistent/token"], "--token-file"),
+    (["--tls-ca", "/nonexistent/ca.pem"], "--tls-ca"),
+    (["--pull-wait", "0"], "--pull-wait"),
+    (["--max-message-mb", "0"], "--max-message-mb"),
+    (["--device", "tpu"], "--device"),
+])
+def test_bad_flags_are_config_errors_naming_the_flag(extra, flag):
+    with pytest.raises(ConfigError, match=flag):
+        node_options(parse(*extra), {})
+
+
+def test_an_empty_token_file_is_an_error(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("\n")
+    with pytest.raises(ConfigError, match="empty"):
+        node_options(parse("--token-file", str(token)), {})
+
+
+def test_a_client_certificate_without_its_key_names_both_flags(tmp_path):
+    for name in ("ca.pem", "cert.pem"):
+        (tmp_path / name).write_text("x")
+    args = parse("--tls-ca", str(tmp_path / "ca.pem"), "--tls-cert", str(tmp_path / "cert.pem"))
+    with pytest.raises(ConfigError, match="--tls-key.*--tls-cert|--tls-cert.*--tls-key"):
+        node_options(args, {})
