@@ -62,8 +62,10 @@ class NetworkTransport:
         self.membership = membership
         self.dispatcher = dispatcher
         self.timeouts = timeouts
-        self.secure = SecureRounds(dispatcher, config.secagg, membership.live, timeouts.secagg_round,
-                                   timeouts.step) if config.secagg.enabled else None
+        self.secure = SecureRounds(
+            dispatcher, config.secagg, membership.live, timeouts.secagg_round, timeouts.step,
+            lambda entries: [self._count(e) for e in entries],
+        ) if config.secagg.enabled else None
         self.wire_bytes: dict[str, list[int]] = {}  # node: [sent to it, received from it]
         self._round = -1
 

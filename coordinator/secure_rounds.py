@@ -23,7 +23,7 @@ from coordinator.errors import InvalidMessage, PermissionDenied
 from coordinator.membership import Member
 from coordinator.secure_plan import clip_for, session_config, to_aggregate, weight_unit
 from protos.codream.v1 import codream_pb2 as pb
-from secagg import InsufficientSurvivors, SecAggServer, decode
+from secagg import SecAggError, SecAggServer, decode
 from secagg.messages import AdvertiseKeys, MaskedInput, ShareKeys, UnmaskResponse
 
 log = logging.getLogger(__name__)
@@ -47,12 +47,14 @@ class Session:
 
 class SecureRounds:
     def __init__(self, dispatcher: Dispatcher, settings: SecureAggregationConfig,
-                 live_members: Callable[[], list[Member]], round_timeout: float, step_timeout: float):
+                 live_members: Callable[[], list[Member]], round_timeout: float, step_timeout: float,
+                 count: Callable[[list[OpenTask]], None] = lambda entries: None):
         self.dispatcher = dispatcher
         self.settings = settings
         self.live_members = live_members
         self.round_timeout = round_timeout  # key agreement and unmasking rounds
         self.step_timeout = step_timeout  # the summed task itself (nodes compute)
+        self.count = count  # wire bytes of every secure-round task
         self.session: Session | None = None
         self.clipped = 0
         self.sessions_started = 0
@@ -66,7 +68,7 @@ class SecureRounds:
             if session.at_block_start():
                 self._set_up_block(session)
             return self._step(session, message)
-        except InsufficientSurvivors as error:
+        except SecAggError as error:  # too few survivors, or shares that do not rebuild
             log.error("%s: secure step aborted, nothing released: %s", task.task_id, error)
             self.session = None
             return AggregateSum(_zeros(size), 0.0, (), {"*": f"secure step aborted: {error}"})
@@ -111,6 +113,7 @@ class SecureRounds:
             begins.append(self._post(session, index, task, "secagg_message", AdvertiseKeys,
                                      server.receive_advertise))
         self.dispatcher.gather(begins, self.round_timeout)
+        self.count(begins)
         shares = []
         for index in sorted(server.alive):
             if index not in server.alive:  # the first call closes the round: silent ones are out
@@ -121,6 +124,7 @@ class SecureRounds:
             shares.append(self._post(session, index, task, "secagg_message", ShareKeys,
                                      server.receive_share_keys))
         self.dispatcher.gather(shares, self.round_timeout)
+        self.count(shares)
         session.deliveries = {}
         for index in sorted(server.alive):
             if index in server.alive:  # as above: the first call drops who sent no shares
@@ -146,6 +150,7 @@ class SecureRounds:
                                      server.receive_masked_input, record_skip))
         session.deliveries = {}
         self.dispatcher.gather(masked, self.step_timeout)
+        self.count(masked)
         unmasks = []
         for index in server.close_inputs():
             request = server.unmask_request(index)
@@ -154,11 +159,14 @@ class SecureRounds:
             unmasks.append(self._post(session, index, task, "secagg_message", UnmaskResponse,
                                       server.receive_unmask))
         self.dispatcher.gather(unmasks, self.round_timeout)
+        self.count(unmasks)
         result = server.finish_step()
         if result.clipped:
             self.clipped += result.clipped
             log.warning("%s: %d elements clipped to ±%g", message.task_id, result.clipped, session.clip)
-        return to_aggregate(result, session.unit, session.node_ids, skipped)
+        earlier = {session.members[i].node_id: "left the secure session before this step"
+                   for i in server.dropped if i not in result.dropped}
+        return to_aggregate(result, session.unit, session.node_ids, skipped, earlier)
 
     def _post(self, session: Session, index: int, task: pb.Task, body: str, kind: type,
               receive: Callable[[Any], None], also: Callable[[pb.TaskResult], None] | None = None

@@ -213,6 +213,10 @@ class SecAggServer:
                 raise UnknownClient(f"unrequested share of client {peer} from client {holder}")
             if len(share) != shamir.SHARE_BYTES:
                 raise MalformedMessage(f"share must be {shamir.SHARE_BYTES} bytes, got {len(share)}")
+            if (np.frombuffer(share, dtype="<u4") >= shamir.PRIME).any():
+                # refused here, not in finish_step: one bad share must not abort the step
+                raise MalformedMessage(
+                    f"share of client {peer} from client {holder} is outside the field GF(2^31 - 1)")
             bucket = self._shares.setdefault((peer, kind), {})
             if holder in bucket:
                 raise DuplicateClient(f"client {holder} sent two shares of client {peer}")

@@ -584,14 +584,6 @@ def test_bad_key_agreement_or_unmask_message_is_refused_and_the_round_stays_open
     assert_secure_sum(sums, FIRST_STEP, nodes)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "secagg/server.py SecAggServer.receive_unmask accepts share bytes without the field range "
-    "check ('range-checked in bulk by finish_step'), so the coordinator accepts the result; "
-    "finish_step then raises ReconstructionFailed('share element outside the field'), which "
-    "coordinator/secure_rounds.py SecureRounds.sum does not catch (only InsufficientSurvivors): "
-    "one node kills the whole run. Fix: range-check each share in receive_unmask (raise "
-    "MalformedMessage, i.e. INVALID_ARGUMENT, task stays open), and have SecureRounds.sum end "
-    "the session on any SecAggError from finish_step as it does on InsufficientSurvivors"))
 def test_an_unmask_share_outside_the_field_is_refused_and_the_run_completes(secure, monkeypatch):
     sums = SumRecorder().install(monkeypatch)
     nodes = enter_all(secure)
@@ -708,11 +700,6 @@ def test_a_silent_node_is_left_out_and_the_run_completes(silent_runs, mode):
         assert set(last["excluded"]) <= {"node-2"}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "coordinator/secure_rounds.py SecureRounds._step: a member dropped during key agreement (no "
-    "AdvertiseKeys/ShareKeys) is neither a contributor nor in AggregateSum.excluded, since "
-    "to_aggregate lists only StepResult.dropped (dropped at this step) and _step never passes "
-    "`failed`; the metrics do not name the silent node"))
 def test_a_silent_node_is_reported_excluded_under_secure_aggregation(silent_runs):
     run = silent_runs["secure"]
     if run["error"] is not None:
