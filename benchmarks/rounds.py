@@ -57,10 +57,10 @@ TARGET_RATIO, TARGET_RATIO_N, TARGET_EXPANSION = 1.25, 16, 1.05
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def run_config(n: int, model: str, batch: int, out: str):
+def run_config(n: int, model: str, batch: int, out: str, dataset: str = "digits"):
     from codream.config import RunConfig, build, dotted
 
-    return build(RunConfig, dotted({"dataset": "digits", "clients": n, "partition": "iid",
+    return build(RunConfig, dotted({"dataset": dataset, "clients": n, "partition": "iid",
                                     "models": model, "device": "cpu", "seed": 0, "out": out,
                                     "dream.batch_size": batch}))
 
@@ -180,7 +180,8 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     from coordinator.secure_summer import InProcessSecureSummer
     from coordinator.service import CoordinatorService, CoordinatorSettings
 
-    config = run_config(n, args.model, args.batch, tempfile.mkdtemp(prefix="codream-rounds-"))
+    config = run_config(n, args.model, args.batch, tempfile.mkdtemp(prefix="codream-rounds-"),
+                        args.dataset)
     dataset = load_dataset(config.dataset)
     shape = (config.dream.batch_size, *dataset.input_shape)  # (B, C, H, W)
     size = int(np.prod(shape))
@@ -343,7 +344,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant first")
     parser.add_argument("--model", default="cnn", help="every node's model (default: cnn)")
-    parser.add_argument("--batch", type=int, default=256, help="dream batch B (d = 64·B)")
+    parser.add_argument("--batch", type=int, default=256, help="dream batch B (d = B·C·H·W)")
+    parser.add_argument("--dataset", default="digits", help="digits (8x8) | mnist (28x28)")
     parser.add_argument("--procs", type=int, default=4, help="node worker processes (at most n)")
     parser.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)),
                         help="the one CPU every process is pinned to")
@@ -393,7 +395,7 @@ def main() -> int:
                     "python": platform.python_version(), "torch": torch.__version__,
                     "grpcio": grpc.__version__, "pinned_cpu": args.cpu, "torch_threads": 1,
                     "load_average_start": load_start, "load_average_end": os.getloadavg()},
-        "config": {"dataset": "digits", "partition": "iid", "model": args.model,
+        "config": {"dataset": args.dataset, "partition": "iid", "model": args.model,
                    "dream_batch": args.batch, "steps": args.steps, "warmup": args.warmup,
                    "worker_processes": args.procs,
                    "interleave_compute": args.interleave_compute, "secagg": "repo defaults (complete graph, "

@@ -6,6 +6,8 @@ same initial weights and the same shuffling.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 
@@ -30,8 +32,13 @@ def init_seed(config: RunConfig, index: int) -> int:
     return config.seed if config.strategy == "fedavg" else config.seed * 7919 + index + 1
 
 
+_GLOBAL_RNG = threading.Lock()  # torch's CPU generator is one per process, shared by threads
+
+
 def build_seeded_model(name: str, dataset: Dataset, seed: int) -> torch.nn.Module:
-    with torch.random.fork_rng(devices=[]):
+    """Seeded through torch's global generator, so held under a lock: nodes built on threads of
+    one process must get exactly the weights `codream simulate` gives them."""
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build_model(name, dataset.input_shape, dataset.num_classes)
 

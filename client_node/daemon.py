@@ -228,10 +228,12 @@ class NodeDaemon:
         return self._built
 
     def _serve(self, stub: Any, member_id: str, runner: TaskRunner, heartbeat: Heartbeat) -> None:
+        pending: pb.TaskResult | None = None  # computed, handed in with the next pull
         while not self.stop.is_set():
             if heartbeat.ended():
                 raise _Rejoin("the heartbeat stream ended")
-            task = self._pull(stub, member_id)
+            task = self._exchange(stub, member_id, pending)
+            pending = None
             if task is None or task.WhichOneof("body") is None:
                 continue
             self._round = task.round
@@ -245,13 +247,42 @@ class NodeDaemon:
                 except _Rejoin as error:
                     log.debug("node %s: shutdown not acknowledged: %s", self.options.node_id, error)
                 return
-            self._submit(stub, runner.run(task, member_id))
+            pending = runner.run(task, member_id)
+            if self.stop.is_set():  # stopping: hand in the finished task, pull nothing more
+                self._submit(stub, pending)
+
+    def _exchange(self, stub: Any, member_id: str, result: pb.TaskResult | None) -> pb.Task | None:
+        """Hands in `result` and pulls the next task in one call (a plain pull without one)."""
+        if result is None:
+            return self._pull(stub, member_id)
+        wait = self.options.pull_wait
+        request = pb.ExchangeRequest(result=result,
+                                     pull=pb.PullTaskRequest(member_id=member_id, wait_seconds=wait))
+        try:
+            return self._wait(stub.Exchange.future(request, timeout=wait + self.options.submit_timeout))
+        except grpc.RpcError as error:
+            code = error.code()
+            if code in (_Code.INVALID_ARGUMENT, _Code.FAILED_PRECONDITION):
+                log.warning("node %s round %d: result for task %s refused: %s", self.options.node_id,
+                            self._round, result.task_id, _describe(error))
+                return None
+            if code in (_Code.UNAVAILABLE, _Code.DEADLINE_EXCEEDED):
+                self._submit(stub, result, failed_once=True)  # retried with back-off, or re-join
+                return None
+            raise _Rejoin(f"Exchange: {_describe(error)}") from None
 
     def _pull(self, stub: Any, member_id: str) -> pb.Task | None:
         """The next task, or None once stopped; waits on the stop event while it polls."""
         wait = self.options.pull_wait
         future = stub.PullTask.future(pb.PullTaskRequest(member_id=member_id, wait_seconds=wait),
                                       timeout=wait + 5.0)
+        try:
+            return self._wait(future)
+        except grpc.RpcError as error:
+            raise _Rejoin(f"PullTask: {_describe(error)}") from None
+
+    def _wait(self, future: Any) -> pb.Task | None:
+        """The future's task, or None if the node is stopped first; an RpcError is raised."""
         while True:
             try:
                 return future.result(timeout=0.25)
@@ -261,13 +292,17 @@ class NodeDaemon:
                     return None
             except grpc.FutureCancelledError:
                 return None
-            except grpc.RpcError as error:
-                raise _Rejoin(f"PullTask: {_describe(error)}") from None
 
-    def _submit(self, stub: Any, result: pb.TaskResult, attempts: int = SUBMIT_ATTEMPTS) -> None:
-        """Submits; a refusal is logged (the coordinator decides), a lost link retried."""
+    def _submit(self, stub: Any, result: pb.TaskResult, attempts: int = SUBMIT_ATTEMPTS,
+                failed_once: bool = False) -> None:
+        """Submits; a refusal is logged (the coordinator decides), a lost link retried.
+        `failed_once`: an Exchange already tried once, so this starts with a back-off."""
         retry = Backoff()
-        for attempt in range(1, attempts + 1):
+        first = 1
+        if failed_once:
+            self._sleep(retry.next_delay())
+            first = 2
+        for attempt in range(first, attempts + 1):
             try:
                 stub.SubmitResult(result, timeout=self.options.submit_timeout)
                 return

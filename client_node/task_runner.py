@@ -96,6 +96,9 @@ class TaskRunner:
         if secure.share_delivery:
             self.secure.receive_shares(secure.session_id, secure.share_delivery)
         masked = self.secure.masked(secure.session_id, secure.step, self._handle(task))
+        if secure.share_delivery:
+            log.info("node %s round %d: block keys in place; masked input for step %d", self.node_id,
+                     task.round, secure.step)
         out.masked.masked_input = masked.masked_input
         out.masked.skip_reason = masked.skip_reason
         if masked.skip_reason:

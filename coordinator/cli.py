@@ -110,7 +110,7 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from codream.cli import _flags, load_run_config
+    from codream.cli import _flags, load_run_config, summary_line
     from codream.config import to_toml
     from coordinator.local_cluster import LocalCluster
 
@@ -155,12 +155,9 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
         print(f"the run did not finish; see {cluster.logs}", file=sys.stderr)
         return 1
     summary = json.loads(metrics_file.read_text()).get("summary", {})
-    line = (f"{config.strategy} on a {args.nodes}-node cluster (secure aggregation "
-            f"{'on' if config.secagg.enabled else 'off'}): final mean client accuracy "
-            f"{summary.get('final_mean_client_accuracy', float('nan')):.4f}")
-    if "final_server_accuracy" in summary:
-        line += f", server model (dreams only) {summary['final_server_accuracy']:.4f}"
-    print(line)
+    secure = "on" if config.secagg.enabled else "off"
+    print(summary_line(f"{config.strategy} on a {args.nodes}-node cluster (secure aggregation {secure})",
+                       summary))
     print(f"wall {summary.get('wall_seconds', 0):.1f} s; run directory: {run_dir}")
     return 0
 

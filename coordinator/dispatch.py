@@ -41,7 +41,10 @@ class Dispatcher:
         self.coordinator_run = coordinator_run
         self._clock = clock
         self._lock = threading.Lock()
+        # Gathers wait on `_changed`; each member's long poll on its own condition, so a post
+        # wakes one node's thread, not every waiting poll (no thundering herd at n nodes).
         self._changed = threading.Condition(self._lock)
+        self._mail: dict[str, threading.Condition] = {}
         self._accepting = threading.RLock()  # accept functions and closing never interleave
         self._queues: dict[str, deque[OpenTask]] = {}
         self._open: dict[tuple[str, int], OpenTask] = {}
@@ -57,7 +60,7 @@ class Dispatcher:
             entry = OpenTask(member, task, accept, sent_bytes=task.ByteSize())
             self._open[(member.member_id, task.sequence)] = entry
             self._queues.setdefault(member.member_id, deque()).append(entry)
-            self._changed.notify_all()
+            self._mailbox(member).notify()
             return entry
 
     def gather(self, entries: Iterable[OpenTask], timeout: float) -> list[OpenTask]:
@@ -83,22 +86,33 @@ class Dispatcher:
     def wake(self) -> None:
         with self._lock:
             self._changed.notify_all()
+            for mail in self._mail.values():
+                mail.notify_all()
 
     def stop(self) -> None:
         with self._lock:
             self._stopped = True
             self._changed.notify_all()
+            for mail in self._mail.values():
+                mail.notify_all()
+
+    def _mailbox(self, member: Member) -> threading.Condition:
+        mail = self._mail.get(member.member_id)
+        if mail is None:
+            mail = self._mail[member.member_id] = threading.Condition(self._lock)
+        return mail
 
     # ---- node side -----------------------------------------------------------------------
     def pull(self, member: Member, wait_seconds: float) -> pb.Task | None:
         deadline = self._clock() + max(0.0, wait_seconds)
         with self._lock:
             queue = self._queues.setdefault(member.member_id, deque())
+            mail = self._mailbox(member)
             while not queue:
                 remaining = deadline - self._clock()
                 if remaining <= 0 or self._stopped or member.gone:
                     return None
-                self._changed.wait(min(remaining, 1.0))
+                mail.wait(min(remaining, 1.0))
             return queue.popleft().task
 
     def submit(self, member: Member, result: pb.TaskResult) -> None:

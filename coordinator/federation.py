@@ -84,3 +84,11 @@ class Federation:
         member = self.membership.get(result.member_id, node_id)
         self.dispatcher.submit(member, result)
         return pb.SubmitReply()
+
+    def exchange(self, node_id: str, request: pb.ExchangeRequest) -> pb.Task:
+        """Submit, then pull: a refused result raises before anything is pulled."""
+        if request.HasField("result"):
+            if request.result.member_id != request.pull.member_id:
+                raise InvalidMessage("an exchange carries one membership")
+            self.submit(node_id, request.result)
+        return self.pull(node_id, request.pull)

@@ -30,7 +30,7 @@ from codream.messages import (
 from coordinator.dispatch import Dispatcher
 from coordinator.errors import InvalidMessage
 from coordinator.membership import Membership
-from coordinator.round_logic import Broadcast, Replies, RoundReport
+from coordinator.round_logic import Broadcast, Replies, RoundReport, run_round_logic
 from coordinator.secure_rounds import SecureRounds
 from protos import serde
 from protos.codream.v1 import codream_pb2 as pb
@@ -75,24 +75,11 @@ class NetworkTransport:
         and no round that saw the stop is reported, so no half-served round reaches a checkpoint."""
         stopping = stopping or threading.Event()
 
-        def advance(value: Any) -> Any:
-            try:
-                return rounds.send(value)
-            except StopIteration:
-                return None
+        def check() -> None:
+            if stopping.is_set():
+                raise Stopped("the coordinator is stopping; the current round is not saved")
 
-        request = advance(None)
-        while request is not None:
-            if stopping.is_set():
-                raise Stopped("the coordinator is stopping; the current round is not saved")
-            if isinstance(request, RoundReport):
-                on_report(request)
-                request = advance(None)
-                continue
-            replies = self.broadcast(request)
-            if stopping.is_set():
-                raise Stopped("the coordinator is stopping; the current round is not saved")
-            request = advance(replies)
+        run_round_logic(rounds, self.broadcast, on_report, check)
 
     def broadcast(self, request: Broadcast) -> Replies:
         task = request.task
@@ -102,10 +89,10 @@ class NetworkTransport:
         message = serde.task_to_proto(task)
         down = payload_bytes(task)
         if request.summed and self.secure is not None:
-            before = self._wire_snapshot()
             total = self.secure.sum(task, message, request.size)
             up = {node: payload_bytes_of_contribution(request.size) for node in total.contributors}
-            traffic = {node: (down, up.get(node, 0)) for node in self._touched(before)}
+            members = self.secure.session.node_ids if self.secure.session is not None else []
+            traffic = {node: (down, up.get(node, 0)) for node in members}
             return Replies({}, total, traffic)
         members = self.membership.live()
         entries = []
@@ -161,13 +148,6 @@ class NetworkTransport:
         counts = self.wire_bytes.setdefault(entry.member.node_id, [0, 0])
         counts[0] += entry.sent_bytes
         counts[1] += entry.received_bytes
-
-    def _wire_snapshot(self) -> set[str]:
-        return set()
-
-    def _touched(self, before: set[str]) -> list[str]:
-        session = self.secure.session if self.secure else None
-        return session.node_ids if session is not None else []
 
 
 def payload_bytes_of_contribution(size: int) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +72,35 @@ class RoundReport:
 
 
 Request = Broadcast | RoundReport
+
+
+def run_round_logic(
+    rounds: Generator[Request, Replies | None, None],
+    broadcast: Callable[[Broadcast], Replies],
+    on_report: Callable[[RoundReport], None] | None = None,
+    check: Callable[[], None] | None = None,
+) -> None:
+    """Every transport's loop: deliver each Broadcast, pass each RoundReport on. `check` runs
+    before and after each delivery and may raise to abandon the run (a stopping service)."""
+    check = check or (lambda: None)
+
+    def advance(value: Replies | None) -> Request | None:
+        try:
+            return rounds.send(value)
+        except StopIteration:
+            return None
+
+    request = advance(None)
+    while request is not None:
+        check()
+        if isinstance(request, RoundReport):
+            if on_report is not None:
+                on_report(request)
+            request = advance(None)
+            continue
+        replies = broadcast(request)
+        check()
+        request = advance(replies)
 
 
 def dream_seed(seed: int, round_index: int, batch: int) -> int:
@@ -267,7 +296,8 @@ class CoordinatorRoundLogic:
                 replies = yield from self._send(task, size, summed=True)
                 total = replies.total
                 extra["dream_steps_summed"].append(len(total.contributors))
-                extra["excluded"].update(total.excluded)
+                for node, why in total.excluded.items():  # the first reason is when it dropped
+                    extra["excluded"].setdefault(node, why)
                 if total.weight <= 0:
                     log.warning("round %d step %d: no usable dream update; step skipped", r, s)
                     continue

@@ -49,6 +49,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     def SubmitResult(self, request, context):
         return self._call(context, "SubmitResult", lambda node: self.federation.submit(node, request))
 
+    def Exchange(self, request, context):
+        return self._call(context, "Exchange", lambda node: self.federation.exchange(node, request))
+
 
 def _until_broken(stream):
     """A client stream that ends quietly when the peer vanishes (that is how a node leaves)."""

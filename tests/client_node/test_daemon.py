@@ -90,6 +90,21 @@ class Method:
             return Done(error)
 
 
+class Exchange:
+    """Exchange is SubmitResult then PullTask in one call: the fake plays both scripts."""
+
+    def __init__(self, fake):
+        self.fake = fake
+
+    def future(self, request, timeout=None):
+        try:
+            if request.HasField("result"):
+                self.fake.SubmitResult(request.result, timeout)
+            return Done(self.fake.PullTask(request.pull, timeout))
+        except grpc.RpcError as error:
+            return Done(error)
+
+
 class FakeCoordinator:
     def __init__(self, stop, joins=(), pulls=(), submits=(), readies=()):
         self.stop, self.calls, self.streams, self.connections = stop, [], [], 0
@@ -98,6 +113,7 @@ class FakeCoordinator:
         self.PullTask = Method(self, "PullTask", pulls)
         self.SubmitResult = Method(self, "SubmitResult", submits or [pb.SubmitReply()] * 10)
         self.Heartbeat = Method(self, "Heartbeat", [])
+        self.Exchange = Exchange(self)
 
     def connect(self, options):
         self.connections += 1
@@ -165,7 +181,10 @@ def test_join_ready_pull_submit_until_shutdown():
 def test_a_stale_membership_rejoins_and_keeps_the_built_model():
     code, fake, sleeps, builds = run_daemon(
         joins=[joined("m1"), joined("m2", run="run-b")],
-        pulls=[evaluate(1), RpcError(CODE.FAILED_PRECONDITION, "unknown member"), evaluate(1)],
+        # the coordinator restarted: the exchange handing in task 1 and the plain pull after it
+        # both find the membership unknown; the node re-joins on the pull's refusal
+        pulls=[evaluate(1), RpcError(CODE.FAILED_PRECONDITION, "unknown member"),
+               RpcError(CODE.FAILED_PRECONDITION, "unknown member"), evaluate(1)],
     )
     assert code == EXIT_OK and len(builds) == 1 and fake.connections == 2
     assert sleeps == [0.2]

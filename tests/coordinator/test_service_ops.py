@@ -88,7 +88,8 @@ def test_reflection_on_the_main_port_describes_the_coordinator_service(served):
     services = set(database.get_services())
     assert {SERVICE_NAME, "grpc.reflection.v1alpha.ServerReflection"} <= services
     service = descriptor_pool.DescriptorPool(database).FindServiceByName(SERVICE_NAME)
-    assert [m.name for m in service.methods] == ["Join", "Ready", "Heartbeat", "PullTask", "SubmitResult"]
+    assert [m.name for m in service.methods] == ["Join", "Ready", "Heartbeat", "PullTask", "SubmitResult",
+                                                "Exchange"]
     heartbeat = service.methods_by_name["Heartbeat"]
     assert heartbeat.client_streaming and not heartbeat.server_streaming
     assert service.methods_by_name["SubmitResult"].input_type.full_name == "codream.v1.TaskResult"

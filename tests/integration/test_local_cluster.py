@@ -105,8 +105,9 @@ def test_a_node_killed_mid_session_is_recovered_and_readmitted_at_the_next_sessi
     with LocalCluster(tmp_path / "cluster", 4, args, node_args=["--device", "cpu"],
                       coordinator_args=["--rejoin-wait", "120"]) as cluster:
         cluster.start()
-        _wait_for(lambda: "secure session" in cluster.log_text("node-3"), 120, "a secure session",
-                  cluster)
+        # it has masked its input for a secure step: killed now, it dies inside the session
+        _wait_for(lambda: "masked input for step" in cluster.log_text("node-3"), 120,
+                  "a masked step", cluster)
         cluster.kill("node-3")
         cluster.start_node("node-3")
         _finish(cluster)

@@ -285,3 +285,11 @@ class TaskResult(_message.Message):
 class SubmitReply(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class ExchangeRequest(_message.Message):
+    __slots__ = ("result", "pull")
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    PULL_FIELD_NUMBER: _ClassVar[int]
+    result: TaskResult
+    pull: PullTaskRequest
+    def __init__(self, result: _Optional[_Union[TaskResult, _Mapping]] = ..., pull: _Optional[_Union[PullTaskRequest, _Mapping]] = ...) -> None: ...

@@ -59,6 +59,11 @@ class CoordinatorStub:
                 request_serializer=protos_dot_codream_dot_v1_dot_codream__pb2.TaskResult.SerializeToString,
                 response_deserializer=protos_dot_codream_dot_v1_dot_codream__pb2.SubmitReply.FromString,
                 _registered_method=True)
+        self.Exchange = channel.unary_unary(
+                '/codream.v1.Coordinator/Exchange',
+                request_serializer=protos_dot_codream_dot_v1_dot_codream__pb2.ExchangeRequest.SerializeToString,
+                response_deserializer=protos_dot_codream_dot_v1_dot_codream__pb2.Task.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -94,6 +99,12 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Exchange(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +132,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.SubmitResult,
                     request_deserializer=protos_dot_codream_dot_v1_dot_codream__pb2.TaskResult.FromString,
                     response_serializer=protos_dot_codream_dot_v1_dot_codream__pb2.SubmitReply.SerializeToString,
+            ),
+            'Exchange': grpc.unary_unary_rpc_method_handler(
+                    servicer.Exchange,
+                    request_deserializer=protos_dot_codream_dot_v1_dot_codream__pb2.ExchangeRequest.FromString,
+                    response_serializer=protos_dot_codream_dot_v1_dot_codream__pb2.Task.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +274,33 @@ class Coordinator:
             '/codream.v1.Coordinator/SubmitResult',
             protos_dot_codream_dot_v1_dot_codream__pb2.TaskResult.SerializeToString,
             protos_dot_codream_dot_v1_dot_codream__pb2.SubmitReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Exchange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/codream.v1.Coordinator/Exchange',
+            protos_dot_codream_dot_v1_dot_codream__pb2.ExchangeRequest.SerializeToString,
+            protos_dot_codream_dot_v1_dot_codream__pb2.Task.FromString,
             options,
             channel_credentials,
             insecure,
