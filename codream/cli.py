@@ -109,14 +109,17 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     result = simulate(config, run_dir, on_round=on_round)
     bar.close()
-    summary = result.summary
-    line = (f"{config.strategy}: final mean client accuracy "
-            f"{summary.get('final_mean_client_accuracy', float('nan')):.4f}")
-    if "final_server_accuracy" in summary:
-        line += f", server model (dreams only) {summary['final_server_accuracy']:.4f}"
-    print(line)
+    print(summary_line(config.strategy, result.summary))
     print(f"run directory: {run_dir}")
     return 0
+
+
+def summary_line(what: str, summary: Mapping[str, Any]) -> str:
+    """The one line a finished run prints, the same for a simulation and a cluster."""
+    line = f"{what}: final mean client accuracy {summary.get('final_mean_client_accuracy', float('nan')):.4f}"
+    if "final_server_accuracy" in summary:
+        line += f", server model (dreams only) {summary['final_server_accuracy']:.4f}"
+    return line
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -28,24 +28,11 @@ def drive(
 ) -> None:
     """Runs a round-logic generator to completion against in-process nodes."""
     # Imported here: coordinator.round_logic itself imports the method core.
-    from coordinator.round_logic import Broadcast, Replies, RoundReport
+    from coordinator.round_logic import Replies, run_round_logic
 
     summer = summer or PlainSummer()
 
-    def advance(value: Any) -> Any:
-        try:
-            return rounds.send(value)
-        except StopIteration:
-            return None
-
-    request = advance(None)
-    while request is not None:
-        if isinstance(request, RoundReport):
-            if on_report is not None:
-                on_report(request)
-            request = advance(None)
-            continue
-        assert isinstance(request, Broadcast)
+    def broadcast(request: Any) -> Any:
         task = request.task
         down = payload_bytes(task)
         by_node = {node_id: node.handle(task) for node_id, node in nodes.items()}
@@ -59,7 +46,9 @@ def drive(
                        for k, r in by_node.items() if not isinstance(r, Contribution)}
             if skipped:
                 total = dataclasses.replace(total, excluded={**total.excluded, **skipped})
-        request = advance(Replies(by_node, total, traffic))
+        return Replies(by_node, total, traffic)
+
+    run_round_logic(rounds, broadcast, on_report)
 
 
 def _common_size(contributions: Mapping[str, Contribution]) -> int:
