@@ -9,12 +9,14 @@ TaskRunner; this module only moves messages and maps gRPC status codes to what t
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import random
 import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -73,6 +75,7 @@ class NodeOptions:
     pull_wait: float = 10.0
     call_timeout: float = 30.0  # Join and Ready
     submit_timeout: float = 300.0  # results may be hundreds of MiB
+    state_dir: str | None = None  # keep round-start snapshots here, to survive a restart
 
 
 class _Rejoin(Exception):
@@ -220,7 +223,12 @@ class NodeDaemon:
             logic = self._build_logic(config, joined.node_index, resolve_device(config.device))
         except (tomllib.TOMLDecodeError, ValueError, OSError) as error:  # ConfigError too
             raise _Exit(EXIT_CONFIG, f"cannot build from the run config: {error}") from None
-        snapshots = RoundSnapshots(logic)
+        persist_to = None
+        if self.options.state_dir:
+            persist_to = Path(self.options.state_dir) / f"{self.options.node_id}.snapshot.pt"
+        fingerprint = hashlib.sha256(f"{joined.node_index}\n{joined.run_config_toml}".encode()).hexdigest()
+        snapshots = RoundSnapshots(logic, persist_to, fingerprint)
+        snapshots.load()
         runner = TaskRunner(self.options.node_id, logic, snapshots)
         self._built = _Built(key, config, logic, snapshots, runner)
         log.info("node %s: built %s on %s for node index %d", self.options.node_id,

@@ -10,6 +10,9 @@ when the same round arrives from a different coordinator run.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,12 +23,53 @@ from client_node.task_logic import NodeTaskLogic
 log = logging.getLogger(__name__)
 
 
+FORMAT = "codream.node-snapshot/1"
+
+
 class RoundSnapshots:
-    def __init__(self, logic: NodeTaskLogic):
+    """`persist_to`: also write each snapshot there (atomically), so a node process that is
+    killed and restarted resumes with its model as of its last round start, not from scratch;
+    `fingerprint` ties the file to one run configuration and node index."""
+
+    def __init__(self, logic: NodeTaskLogic, persist_to: Path | None = None, fingerprint: str = ""):
         self.logic = logic
         self._round = -1  # no snapshot yet: any round starts one
         self._run: str | None = None
         self._state: dict[str, Any] | None = None
+        self.persist_to = persist_to
+        self.fingerprint = fingerprint
+
+    def load(self) -> bool:
+        """Restores the persisted snapshot of this run and node, if there is one."""
+        if self.persist_to is None or not self.persist_to.is_file():
+            return False
+        saved = torch.load(self.persist_to, map_location="cpu", weights_only=True)
+        if saved.get("format") != FORMAT or saved.get("fingerprint") != self.fingerprint:
+            log.warning("node %s: %s belongs to another run or node; starting fresh",
+                        self.logic.node_id, self.persist_to)
+            return False
+        self._state = saved["state"]
+        self._restore(self._state)
+        self._round, self._run = int(saved["round"]), None
+        log.info("node %s: restored its state at the start of round %d from %s", self.logic.node_id,
+                 self._round, self.persist_to)
+        return True
+
+    def _persist(self) -> None:
+        if self.persist_to is None or self._state is None:
+            return
+        self.persist_to.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=self.persist_to.parent, prefix=".snapshot-")
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                torch.save({"format": FORMAT, "fingerprint": self.fingerprint, "round": self._round,
+                            "state": self._state}, stream)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, self.persist_to)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
 
     @property
     def round(self) -> int:
@@ -42,6 +86,7 @@ class RoundSnapshots:
         if round_index > self._round:
             self._state = self._capture()
             self._round, self._run = round_index, coordinator_run
+            self._persist()
             return False
         if coordinator_run == self._run:
             return False
@@ -67,7 +112,9 @@ class RoundSnapshots:
         logic.model.load_state_dict(state["model"])
         if logic.student is not None:
             logic.student.load_state_dict(state["student"])
-        logic.buffer.load_state([(d.clone(), z.clone()) for d, z in state["buffer"]])
+        device = logic.device
+        logic.buffer.load_state([(d.to(device, copy=True), z.to(device, copy=True))
+                                 for d, z in state["buffer"]])
         logic.generator.set_state(state["generator"])
 
 

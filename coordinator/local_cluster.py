@@ -91,6 +91,7 @@ class LocalCluster:
     def start_node(self, node: str, extra: Sequence[str] = ()) -> None:
         args = [*codream_command(), "node", "--coordinator", f"127.0.0.1:{self.port}",
                 "--node-id", node, "--token-file", str(self.secrets / f"{node}.token"),
+                "--state-dir", str(self.run_dir / "state"),
                 *self.node_args, *extra]
         if self.tls:
             pki = self.secrets / "pki"

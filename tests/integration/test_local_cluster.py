@@ -124,6 +124,9 @@ def test_a_node_killed_mid_session_is_recovered_and_readmitted_at_the_next_sessi
     assert "node node-3 joined" in after_kill
     assert ": 4 members" in after_kill.split("node node-3 ready", 1)[1]
     assert "node-3" in rounds[-1]["clients"]
+    # and it came back with its model as of its last round start, not from scratch
+    restarted = (tmp_path / "cluster" / "logs" / "node-3.1.log").read_text()
+    assert "restored its state at the start of round" in restarted
 
 
 def test_a_killed_coordinator_resumes_from_its_checkpoint_without_losing_or_repeating_a_round(tmp_path):

@@ -1,0 +1,55 @@
+"""A node's round-start snapshot survives its process: a restarted node resumes its model."""
+
+from __future__ import annotations
+
+import torch
+
+from client_node.build import build_node, client_partitions
+from client_node.round_snapshot import RoundSnapshots
+from codream.config import DreamConfig, RunConfig
+from codream.data import load_dataset
+from codream.messages import TrainLocal
+
+CONFIG = RunConfig(dataset="digits", clients=2, rounds=1, warmup_epochs=0, models=("mlp",),
+                   dream=DreamConfig(batch_size=8, global_steps=1))
+
+
+def _node(index: int = 0):
+    dataset = load_dataset(CONFIG.dataset)
+    return build_node(CONFIG, index, dataset, client_partitions(CONFIG, dataset), torch.device("cpu"))
+
+
+def _state(logic):
+    return {k: v.clone() for k, v in logic.model.state_dict().items()}
+
+
+def test_a_restarted_node_resumes_from_its_last_round_start(tmp_path):
+    path = tmp_path / "node-0.snapshot.pt"
+    first = _node()
+    snapshots = RoundSnapshots(first, path, "run-a")
+    first.handle(TrainLocal("r0/train", 0, 1))  # round 0 ran without a snapshot on disk yet
+    snapshots.before_task(1, "coordinator-1")  # round 1 begins: its start is written
+    at_round_1 = _state(first)
+    first.handle(TrainLocal("r1/train", 1, 1))  # then the process dies mid-round
+    assert path.is_file() and not list(tmp_path.glob(".snapshot-*"))
+
+    restarted = _node()
+    assert not all(torch.equal(v, at_round_1[k]) for k, v in restarted.model.state_dict().items())
+    resumed = RoundSnapshots(restarted, path, "run-a")
+    assert resumed.load() and resumed.round == 1
+    assert all(torch.equal(v, at_round_1[k]) for k, v in restarted.model.state_dict().items())
+    # the same round from the (unchanged) coordinator: keep going from the restored start
+    resumed.before_task(1, "coordinator-1")
+    assert all(torch.equal(v, at_round_1[k]) for k, v in restarted.model.state_dict().items())
+
+
+def test_a_snapshot_of_another_run_or_node_is_ignored(tmp_path):
+    path = tmp_path / "node-0.snapshot.pt"
+    node = _node()
+    RoundSnapshots(node, path, "run-a").before_task(2, "c")
+    fresh = _node()
+    before = _state(fresh)
+    other = RoundSnapshots(fresh, path, "run-b")
+    assert not other.load() and other.round == -1
+    assert all(torch.equal(v, before[k]) for k, v in fresh.model.state_dict().items())
+    assert not RoundSnapshots(_node(), tmp_path / "missing.pt", "run-a").load()
