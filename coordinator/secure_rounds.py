@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from codream.aggregation import AggregateSum
 from codream.config import SecureAggregationConfig
 from codream.messages import Task
@@ -190,7 +192,5 @@ class SecureRounds:
         return self.dispatcher.post(member, task, accept)
 
 
-def _zeros(size: int):
-    import numpy as np
-
+def _zeros(size: int) -> np.ndarray:
     return np.zeros(size, dtype=np.float64)
