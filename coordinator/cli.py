@@ -82,6 +82,7 @@ def _cmd_coordinator(args: argparse.Namespace) -> int:
         summary = service.run()
     except Stopped as error:
         log.warning("%s", error)
+        service.stop()  # wait for it here: interpreter exit joins the server's worker threads
         return 0
     except TimeoutError as error:
         log.error("%s", error)

@@ -49,6 +49,13 @@ class LocalCluster:
 
     # ---- start ----------------------------------------------------------------------------
     def start(self, timeout: float = 120.0) -> None:
+        self.prepare()
+        self.start_coordinator(timeout)
+        for node in self.node_ids:
+            self.start_node(node)
+
+    def prepare(self) -> None:
+        """Folders and per-cluster credentials: tokens, and a dev PKI with `tls`."""
         self.logs.mkdir(parents=True, exist_ok=True)
         self.secrets.mkdir(parents=True, exist_ok=True)
         os.chmod(self.secrets, 0o700)
@@ -60,9 +67,6 @@ class LocalCluster:
             from coordinator.dev_certificates import generate_dev_pki
 
             generate_dev_pki(self.secrets / "pki", self.node_ids)
-        self.start_coordinator(timeout)
-        for node in self.node_ids:
-            self.start_node(node)
 
     def start_coordinator(self, timeout: float = 120.0, port: int = 0) -> None:
         """`port`: reuse a port (a restarted coordinator must be where its nodes dial)."""

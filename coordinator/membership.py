@@ -118,13 +118,13 @@ class Membership:
         with self._lock:
             return not member.gone and self._alive(member)
 
-    def wait_for(self, count: int, timeout: float) -> list[Member]:
-        """Blocks until `count` members are ready or the timeout passes; returns those ready."""
+    def wait_for(self, count: int, timeout: float, stop: threading.Event | None = None) -> list[Member]:
+        """Blocks until `count` members are ready, the timeout passes or `stop` is set."""
         deadline = self._clock() + timeout
         while True:
             members = self.live()
             remaining = deadline - self._clock()
-            if len(members) >= count or remaining <= 0:
+            if len(members) >= count or remaining <= 0 or (stop is not None and stop.is_set()):
                 return members
             with self._lock:
                 self.changed.wait(min(remaining, 1.0))

@@ -34,7 +34,7 @@ from coordinator.checkpoint import config_fingerprint, load_checkpoint, save_che
 from coordinator.dispatch import Dispatcher
 from coordinator.federation import Federation
 from coordinator.membership import Membership
-from coordinator.network_transport import NetworkTransport, Timeouts
+from coordinator.network_transport import NetworkTransport, Stopped, Timeouts
 from coordinator.round_logic import RoundReport
 from coordinator.security import ServerSecurity, server_credentials, server_options
 from coordinator.servicer import CoordinatorServicer
@@ -140,7 +140,9 @@ class CoordinatorService:
             logic.load_state_dict(state)
             log.info("resumed from %s: next round %d", checkpoint, logic.next_round)
         needed = self.settings.min_nodes or len(self.membership.node_ids)
-        present = self.membership.wait_for(needed, self.settings.join_timeout)
+        present = self.membership.wait_for(needed, self.settings.join_timeout, self.stopping)
+        if self.stopping.is_set():
+            raise Stopped("stopped while waiting for nodes to join")
         if len(present) < needed:
             raise TimeoutError(f"{len(present)} of {needed} nodes ready after "
                                f"{self.settings.join_timeout:.0f} s")

@@ -145,3 +145,38 @@ def test_a_killed_coordinator_resumes_from_its_checkpoint_without_losing_or_repe
     # the uninterrupted run's, bit for bit
     _assert_same_run(run_dir, simulated, range(0, 4))
     assert torch.get_num_threads() == 1
+
+
+def test_sigterm_stops_coordinator_and_nodes_gracefully_and_keeps_the_last_checkpoint(tmp_path):
+    import signal
+
+    from coordinator.checkpoint import config_fingerprint, load_checkpoint
+
+    args = [*TINY, "--rounds", "6", "--models", "mlp", "--set", "dream.global_steps=6"]
+    run_dir = tmp_path / "cluster"
+    with LocalCluster(run_dir, 2, args, node_args=["--device", "cpu"],
+                      coordinator_args=["--grace-seconds", "2"]) as cluster:
+        cluster.start()
+        _wait_for(lambda: _progress_rounds(run_dir) >= 1, 180, "round 0 to complete", cluster)
+        cluster.processes["coordinator"].send_signal(signal.SIGTERM)
+        assert cluster.wait_coordinator(30) == 0
+        assert "stopping gracefully" in cluster.log_text("coordinator")
+        for node in cluster.node_ids:  # coordinator gone: the nodes are reconnecting
+            cluster.processes[node].send_signal(signal.SIGTERM)
+        assert all(cluster.processes[n].wait(30) == 0 for n in cluster.node_ids)
+    saved = load_checkpoint(run_dir / "checkpoint.pt",
+                            config_fingerprint(_config(args, 2, tmp_path / "unused")))
+    # the checkpoint holds exactly the rounds that were reported complete, none half-served
+    assert saved["next_round"] == _progress_rounds(run_dir)
+    assert [m["round"] for m in saved["history"]] == list(range(_progress_rounds(run_dir)))
+
+
+def test_sigterm_while_waiting_for_nodes_exits_cleanly(tmp_path):
+    import signal
+
+    with LocalCluster(tmp_path / "cluster", 2, ["--dataset", "digits"]) as cluster:
+        cluster.prepare()
+        cluster.start_coordinator()  # and no nodes
+        cluster.processes["coordinator"].send_signal(signal.SIGTERM)
+        assert cluster.wait_coordinator(30) == 0
+        assert "stopped while waiting for nodes" in cluster.log_text("coordinator")
