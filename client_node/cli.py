@@ -36,6 +36,10 @@ def add_node_command(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     node.add_argument("--dataset", help="override the run's data set (e.g. npz:PATH local to "
                       "this node)")
     node.add_argument("--max-message-mb", dest="max_message_mb", type=int, default=256)
+    node.add_argument("--partition", default="auto", choices=("auto", "all", "index"),
+                      help="all: train on the whole --dataset (an organisation's own data); index: "
+                           "this node's partition of the run's data set, as `codream simulate` "
+                           "(auto: all when --dataset is given, else index)")
     node.add_argument("--state-dir", dest="state_dir",
                       help="keep the node's round-start snapshot here, so a restart resumes its model")
     node.add_argument("--pull-wait", dest="pull_wait", type=float, default=10.0,
@@ -84,7 +88,7 @@ def node_options(args: argparse.Namespace, environ: Mapping[str, str]):
         raise ConfigError(message) from None
     return NodeOptions(args.coordinator, args.node_id, security, device=args.device,
                        dataset=args.dataset, max_message_bytes=args.max_message_mb * 2**20,
-                       pull_wait=args.pull_wait, state_dir=args.state_dir)
+                       pull_wait=args.pull_wait, state_dir=args.state_dir, partition=args.partition)
 
 
 def run_node(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import torch
 
 from client_node.build import build_node, client_partitions
@@ -71,6 +72,7 @@ class NodeOptions:
     security: ChannelSecurity
     device: str = "auto"  # the node's own; overrides the run config's
     dataset: str | None = None  # overrides the run config's (e.g. a local npz path)
+    partition: str = "auto"  # auto: all of --dataset when given, else this index's partition
     max_message_bytes: int = 256 * 2**20
     pull_wait: float = 10.0
     call_timeout: float = 30.0  # Join and Ready
@@ -99,10 +101,16 @@ class _Built:
     runner: TaskRunner
 
 
-def build_logic(config: RunConfig, index: int, device: torch.device) -> NodeTaskLogic:
-    """Exactly what `codream simulate` builds for client `index`."""
+def build_logic(config: RunConfig, index: int, device: torch.device,
+                whole_dataset: bool = False) -> NodeTaskLogic:
+    """Exactly what `codream simulate` builds for client `index`; with `whole_dataset` (an
+    organisation's own data set) the node trains on all of it instead of one partition."""
     dataset = load_dataset(config.dataset)
-    return build_node(config, index, dataset, client_partitions(config, dataset), device)
+    if whole_dataset:
+        parts = [np.arange(len(dataset.y_train))] * config.clients
+    else:
+        parts = client_partitions(config, dataset)
+    return build_node(config, index, dataset, parts, device)
 
 
 def connect(options: NodeOptions) -> tuple[Any, Callable[[], None]]:
@@ -220,7 +228,11 @@ class NodeDaemon:
             config = dataclasses.replace(config, **overrides)
             if not 0 <= joined.node_index < config.clients:
                 raise ConfigError(f"node_index {joined.node_index} not in [0, {config.clients})")
-            logic = self._build_logic(config, joined.node_index, resolve_device(config.device))
+            device = resolve_device(config.device)
+            if self._whole_dataset():
+                logic = self._build_logic(config, joined.node_index, device, whole_dataset=True)
+            else:
+                logic = self._build_logic(config, joined.node_index, device)
         except (tomllib.TOMLDecodeError, ValueError, OSError) as error:  # ConfigError too
             raise _Exit(EXIT_CONFIG, f"cannot build from the run config: {error}") from None
         persist_to = None
@@ -234,6 +246,11 @@ class NodeDaemon:
         log.info("node %s: built %s on %s for node index %d", self.options.node_id,
                  config.model_for(joined.node_index), logic.device, joined.node_index)
         return self._built
+
+    def _whole_dataset(self) -> bool:
+        if self.options.partition == "auto":
+            return bool(self.options.dataset)
+        return self.options.partition == "all"
 
     def _serve(self, stub: Any, member_id: str, runner: TaskRunner, heartbeat: Heartbeat) -> None:
         pending: pb.TaskResult | None = None  # computed, handed in with the next pull

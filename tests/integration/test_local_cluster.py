@@ -180,3 +180,27 @@ def test_sigterm_while_waiting_for_nodes_exits_cleanly(tmp_path):
         cluster.processes["coordinator"].send_signal(signal.SIGTERM)
         assert cluster.wait_coordinator(30) == 0
         assert "stopped while waiting for nodes" in cluster.log_text("coordinator")
+
+
+def test_a_node_with_its_own_data_set_trains_on_all_of_it(tmp_path):
+    """An organisation brings its own data (`--dataset npz:PATH`); the others use the run's."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    own = tmp_path / "hospital.npz"
+    keep = digits.target < 5  # this organisation only ever saw digits 0-4
+    np.savez(own, x=digits.images[keep][:, None] / 16.0, y=digits.target[keep], num_classes=10)
+    args = [*TINY, "--rounds", "1", "--models", "mlp", "--set", "dream.global_steps=2"]
+    with LocalCluster(tmp_path / "cluster", 3, args, node_args=["--device", "cpu"]) as cluster:
+        cluster.prepare()
+        cluster.start_coordinator()
+        cluster.start_node("node-0", ["--dataset", f"npz:{own}"])
+        for node in cluster.node_ids[1:]:
+            cluster.start_node(node)
+        _finish(cluster)
+        log = cluster.log_text("coordinator")
+    expected = int(round(0.8 * keep.sum()))  # npz without a test split: a stratified 80/20 split
+    samples = int(log.split("node node-0 ready: ", 1)[1].split(" samples", 1)[0])
+    assert abs(samples - expected) <= 5
+    rounds = _metrics(tmp_path / "cluster")["rounds"]
+    assert set(rounds[-1]["clients"]) == {"node-0", "node-1", "node-2"}
