@@ -140,8 +140,9 @@ def run_daemon(**script):
     fake = FakeCoordinator(stop, **script)
     sleeps, builds = [], []
 
-    def build(config, index, device):
+    def build(config, index, device, whole_dataset=False):
         builds.append((config, index, device))
+        assert whole_dataset  # --dataset is the node's own: it trains on all of it
         return tiny_logic(config, index, device)
 
     options = NodeOptions("127.0.0.1:1", "node-a", ChannelSecurity(), device="cpu",
