@@ -80,8 +80,11 @@ def _configure_logging(level: str, json_logs: bool) -> None:
     if json_logs:
         class JsonFormatter(logging.Formatter):
             def format(self, record: logging.LogRecord) -> str:
-                return json.dumps({"time": self.formatTime(record), "level": record.levelname,
-                                   "logger": record.name, "message": record.getMessage()})
+                entry = {"time": self.formatTime(record), "level": record.levelname,
+                         "logger": record.name, "pid": record.process, "message": record.getMessage()}
+                if record.exc_info:
+                    entry["exception"] = self.formatException(record.exc_info)
+                return json.dumps(entry)
 
         handler.setFormatter(JsonFormatter())
     else:

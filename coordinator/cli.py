@@ -125,7 +125,8 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     config_file = run_dir / "cluster-config.toml"
     config_file.write_text(to_toml(config))
     cluster = LocalCluster(run_dir, args.nodes, ["--config", str(config_file)],
-                           node_args=["--device", args.node_device], tls=args.tls)
+                           node_args=["--device", args.node_device], tls=args.tls,
+                           log_json=args.log_json)
     total = config.rounds + (0 if config.strategy == "fedavg" else 1)
     bar = tqdm(total=total, desc=f"{config.strategy} cluster, {args.nodes} nodes", unit="round",
                disable=args.no_progress)

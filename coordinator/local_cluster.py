@@ -22,9 +22,9 @@ from pathlib import Path
 from coordinator.security import generate_tokens, write_private_file, write_tokens
 
 
-def codream_command() -> list[str]:
+def codream_command(log_json: bool = False) -> list[str]:
     """The `codream` entry point of this interpreter (works without the script on PATH)."""
-    return [sys.executable, "-m", "codream.cli", "--log-level", "INFO"]
+    return [sys.executable, "-m", "codream.cli", "--log-level", "INFO", *(["--log-json"] if log_json else [])]
 
 
 @dataclass
@@ -35,6 +35,7 @@ class LocalCluster:
     coordinator_args: Sequence[str] = ()
     node_args: Sequence[str] = ()
     tls: bool = False
+    log_json: bool = False  # structured logs from every process
     env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     port: int = 0
@@ -72,7 +73,8 @@ class LocalCluster:
         """`port`: reuse a port (a restarted coordinator must be where its nodes dial)."""
         ready = self.run_dir / "coordinator.ready.json"
         ready.unlink(missing_ok=True)
-        args = [*codream_command(), "coordinator", *self.config_args, "--clients", str(self.nodes),
+        args = [*codream_command(self.log_json), "coordinator", *self.config_args,
+                "--clients", str(self.nodes),
                 "--out", str(self.run_dir), "--host", "127.0.0.1", "--port", str(port), "--health-port", "0",
                 "--tokens-file", str(self.secrets / "tokens.toml"), "--ready-file", str(ready),
                 *self.coordinator_args]
@@ -93,7 +95,7 @@ class LocalCluster:
         self.port, self.health_port = info["port"], info["health_port"]
 
     def start_node(self, node: str, extra: Sequence[str] = ()) -> None:
-        args = [*codream_command(), "node", "--coordinator", f"127.0.0.1:{self.port}",
+        args = [*codream_command(self.log_json), "node", "--coordinator", f"127.0.0.1:{self.port}",
                 "--node-id", node, "--token-file", str(self.secrets / f"{node}.token"),
                 "--state-dir", str(self.run_dir / "state"),
                 *self.node_args, *extra]
