@@ -290,11 +290,21 @@ class NodeDaemon:
             if code in (_Code.INVALID_ARGUMENT, _Code.FAILED_PRECONDITION):
                 log.warning("node %s round %d: result for task %s refused: %s", self.options.node_id,
                             self._round, result.task_id, _describe(error))
+                if code == _Code.INVALID_ARGUMENT:
+                    self._decline(stub, result, error)
                 return None
-            if code in (_Code.UNAVAILABLE, _Code.DEADLINE_EXCEEDED):
-                self._submit(stub, result, failed_once=True)  # retried with back-off, or re-join
-                return None
+            # A lost link: the result may have been taken and the next task pulled with the reply
+            # lost. Only a new membership makes the coordinator stop waiting on the old one.
             raise _Rejoin(f"Exchange: {_describe(error)}") from None
+
+    def _decline(self, stub: Any, refused: pb.TaskResult, error: grpc.RpcError) -> None:
+        """After a refused result, say so with a Skip, so the phase need not wait for a retry."""
+        if refused.WhichOneof("body") == "skip":
+            return
+        skip = pb.TaskResult(member_id=refused.member_id, task_id=refused.task_id,
+                             sequence=refused.sequence)
+        skip.skip.reason = f"the coordinator refused the result: {error.details() or error.code()}"
+        self._submit(stub, skip, attempts=1)
 
     def _pull(self, stub: Any, member_id: str) -> pb.Task | None:
         """The next task, or None once stopped; waits on the stop event while it polls."""
@@ -318,16 +328,10 @@ class NodeDaemon:
             except grpc.FutureCancelledError:
                 return None
 
-    def _submit(self, stub: Any, result: pb.TaskResult, attempts: int = SUBMIT_ATTEMPTS,
-                failed_once: bool = False) -> None:
-        """Submits; a refusal is logged (the coordinator decides), a lost link retried.
-        `failed_once`: an Exchange already tried once, so this starts with a back-off."""
+    def _submit(self, stub: Any, result: pb.TaskResult, attempts: int = SUBMIT_ATTEMPTS) -> None:
+        """Submits; a refusal is logged (the coordinator decides), a lost link retried."""
         retry = Backoff()
-        first = 1
-        if failed_once:
-            self._sleep(retry.next_delay())
-            first = 2
-        for attempt in range(first, attempts + 1):
+        for attempt in range(1, attempts + 1):
             try:
                 stub.SubmitResult(result, timeout=self.options.submit_timeout)
                 return

@@ -38,6 +38,7 @@ class RoundSnapshots:
         self._state: dict[str, Any] | None = None
         self.persist_to = persist_to
         self.fingerprint = fingerprint
+        self._fresh: dict[str, Any] | None = None  # the state before a snapshot was loaded
 
     def load(self) -> bool:
         """Restores the persisted snapshot of this run and node, if there is one."""
@@ -48,6 +49,7 @@ class RoundSnapshots:
             log.warning("node %s: %s belongs to another run or node; starting fresh",
                         self.logic.node_id, self.persist_to)
             return False
+        self._fresh = self._capture()
         self._state = saved["state"]
         self._restore(self._state)
         self._round, self._run = int(saved["round"]), None
@@ -78,6 +80,15 @@ class RoundSnapshots:
 
     def before_task(self, round_index: int, coordinator_run: str) -> bool:
         """Call before handling each task; True when the node was rolled back to the round's start."""
+        if round_index < self._round and self._fresh is not None:
+            # The snapshot on disk is ahead of this coordinator: it belongs to an earlier run
+            # with the same configuration, not to this one. Start from the node's initial state.
+            log.warning("node %s: the coordinator is at round %d, its snapshot at %d: a new run; "
+                        "starting from the initial model", self.logic.node_id, round_index, self._round)
+            self._restore(self._fresh)
+            self._round, self._run, self._state, self._fresh = -1, None, None, None
+        if round_index >= self._round:
+            self._fresh = None  # the loaded snapshot is this run's
         if round_index < self._round:
             raise ValueError(
                 f"node {self.logic.node_id}: task for round {round_index}, but round "

@@ -47,6 +47,9 @@ def session_params(begin: pb.SecAggBegin) -> SessionParams:
                          tuple(begin.members))
 
 
+SUMMED_BODIES = ("dream_step", "soft_labels", "fedavg_train")  # their replies are summed
+
+
 class TaskRunner:
     """One node's tasks: method tasks through its task logic, secagg tasks through its state."""
 
@@ -64,6 +67,10 @@ class TaskRunner:
         try:
             if kind in METHOD_TASKS and task.HasField("secure"):
                 self._secure_method_task(task, out)
+            elif kind in SUMMED_BODIES and self._secure_required():
+                # the node's own run config says secure aggregation: never hand out a clear update
+                raise SecureTaskError(f"{kind} without secure aggregation, which this run requires; "
+                                      "refusing to send a clear update")
             elif kind in METHOD_TASKS:
                 serde.reply_to_proto(self._handle(task), out)
             elif kind in SECAGG_TASKS:
@@ -77,6 +84,10 @@ class TaskRunner:
                         kind, task.task_id, reason, exc_info=not expected)
             out.skip.reason = reason  # replaces whatever body was half set
         return out
+
+    def _secure_required(self) -> bool:
+        config = getattr(self.logic, "config", None)
+        return bool(config is not None and config.secagg.enabled and config.clients >= 2)
 
     def _handle(self, task: pb.Task) -> Reply:
         """The task logic's reply; a task it cannot run becomes a Skip naming why."""

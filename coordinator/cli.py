@@ -107,6 +107,7 @@ def add_coordinator_command(commands: Any, add_config_flags: Any) -> None:
 
 def _cmd_cluster(args: argparse.Namespace) -> int:
     import json
+    import shutil
     from pathlib import Path
 
     from tqdm import tqdm
@@ -122,6 +123,7 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "progress.jsonl").unlink(missing_ok=True)
     (run_dir / "checkpoint.pt").unlink(missing_ok=True)  # a new cluster is a new run
+    shutil.rmtree(run_dir / "state", ignore_errors=True)  # and its nodes start afresh
     config_file = run_dir / "cluster-config.toml"
     config_file.write_text(to_toml(config))
     cluster = LocalCluster(run_dir, args.nodes, ["--config", str(config_file)],

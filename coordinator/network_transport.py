@@ -68,12 +68,13 @@ class NetworkTransport:
         ) if config.secagg.enabled else None
         self.wire_bytes: dict[str, list[int]] = {}  # node: [sent to it, received from it]
         self._round = -1
+        self.stopping = threading.Event()
 
     def drive(self, rounds: Any, on_report: Callable[[RoundReport], None],
               stopping: threading.Event | None = None) -> None:
         """Runs the round logic to the end; a set `stopping` aborts it between (or inside) phases
         and no round that saw the stop is reported, so no half-served round reaches a checkpoint."""
-        stopping = stopping or threading.Event()
+        stopping = self.stopping = stopping or self.stopping
 
         def check() -> None:
             if stopping.is_set():
@@ -123,7 +124,7 @@ class NetworkTransport:
         """A node that crashed and restarted rejoins between rounds; give it the chance."""
         roster = len(self.membership.node_ids)
         if self.timeouts.rejoin > 0 and len(self.membership.live()) < roster:
-            present = self.membership.wait_for(roster, self.timeouts.rejoin)
+            present = self.membership.wait_for(roster, self.timeouts.rejoin, self.stopping)
             log.info("round %d starts with %d of %d nodes", self._round, len(present), roster)
 
     def _acceptor(self, request: Broadcast) -> Callable[[pb.TaskResult], Any]:

@@ -17,6 +17,8 @@ from codream.config import SecureAggregationConfig
 from codream.messages import DreamStep, FedAvgTrain, SoftLabels, Task
 from secagg import SecAggConfig, StepResult
 
+MIN_CONTRIBUTORS = 2  # a secure sum is released only when it hides each update among others
+
 
 def clip_for(task: Task, settings: SecureAggregationConfig) -> float:
     if isinstance(task, DreamStep):
@@ -73,4 +75,9 @@ def to_aggregate(
             excluded[node] = skipped[node]
         else:
             contributors.append(node)
+    if len(contributors) < MIN_CONTRIBUTORS:
+        # a "sum" of one node's update is that update: release nothing
+        for node in contributors:
+            excluded[node] = f"fewer than {MIN_CONTRIBUTORS} contributors: nothing released"
+        return AggregateSum(np.zeros_like(result.total), 0.0, (), excluded)
     return AggregateSum(result.total * unit, result.weight * unit, tuple(contributors), excluded)

@@ -37,6 +37,7 @@ class Session:
     members: list[Member]
     unit: float
     clip: float
+    round: int = 0  # the round it began in
     deliveries: dict[int, bytes] = field(default_factory=dict)  # client index -> ShareDelivery
 
     @property
@@ -82,17 +83,19 @@ class SecureRounds:
         live = self.live_members()
         if session is not None:
             same = session.server.config.dim == size and session.clip == clip
-            newcomers = {m.node_id for m in live} - set(session.node_ids)
+            # memberships, not node ids: a node that crashed and re-joined is a newcomer too
+            newcomers = {m.member_id for m in live} - {m.member_id for m in session.members}
             present = [m for i, m in enumerate(session.members)
                        if i in session.server.alive and not m.gone]
             enough = len(present) >= session.server.config.threshold
-            if same and enough and not (newcomers and session.at_block_start()):
+            boundary = session.at_block_start() or task.round != session.round
+            if same and enough and not (newcomers and boundary):
                 return session
         if len(live) < 2:
             self.session = None
             return None
         server = SecAggServer(session_config(self.settings, len(live), size, clip), os.urandom(16))
-        self.session = Session(server, live, weight_unit(m.weight for m in live), clip)
+        self.session = Session(server, live, weight_unit(m.weight for m in live), clip, task.round)
         self.sessions_started += 1
         log.info("secure session %s: %d members, dim %d, clip %g", server.session_id.hex()[:8],
                  len(live), size, clip)

@@ -218,21 +218,46 @@ def test_join_retries_with_backoff_while_the_old_membership_closes():
     assert code == EXIT_OK and sleeps == [0.2, 0.4, 0.8] and len(fake.sent("SubmitResult")) == 1
 
 
-def test_a_refused_result_is_logged_and_the_node_goes_on_pulling():
+def test_a_refused_result_is_declined_with_a_skip_and_the_node_goes_on_pulling():
     code, fake, sleeps, _ = run_daemon(
         joins=[joined()], pulls=[evaluate(1), evaluate(2)],
-        submits=[RpcError(CODE.INVALID_ARGUMENT, "stale sequence"), pb.SubmitReply()],
+        submits=[RpcError(CODE.INVALID_ARGUMENT, "wrong shape"), pb.SubmitReply(), pb.SubmitReply()],
     )
     assert code == EXIT_OK and sleeps == [] and len(fake.sent("Join")) == 1
-    assert [r.sequence for r in fake.sent("SubmitResult")] == [1, 2]
+    submitted = fake.sent("SubmitResult")
+    assert [r.sequence for r in submitted] == [1, 1, 2]
+    # the refused report is followed by a Skip naming why, so the phase need not wait for it
+    assert submitted[1].WhichOneof("body") == "skip" and "wrong shape" in submitted[1].skip.reason
 
 
-def test_a_lost_link_on_submit_is_retried_with_the_same_membership():
+def test_a_stale_result_is_only_logged():
     code, fake, sleeps, _ = run_daemon(
-        joins=[joined()], pulls=[evaluate(1)],
-        submits=[RpcError(CODE.UNAVAILABLE), RpcError(CODE.UNAVAILABLE), pb.SubmitReply()],
+        joins=[joined()], pulls=[evaluate(1), evaluate(2)],
+        submits=[RpcError(CODE.FAILED_PRECONDITION, "phase closed"), pb.SubmitReply()],
     )
-    assert code == EXIT_OK and len(fake.sent("Join")) == 1
+    assert code == EXIT_OK and [r.sequence for r in fake.sent("SubmitResult")] == [1, 2]
+
+
+def test_a_lost_link_during_an_exchange_rejoins():
+    """The reply may have carried the next task: only a new membership releases it."""
+    code, fake, sleeps, _ = run_daemon(
+        joins=[joined("m1"), joined("m2")], pulls=[evaluate(1), evaluate(2)],
+        submits=[RpcError(CODE.UNAVAILABLE), pb.SubmitReply()],
+    )
+    assert code == EXIT_OK and len(fake.sent("Join")) == 2
+    assert [r.member_id for r in fake.sent("SubmitResult")] == ["m1", "m2"]
+
+
+def test_a_lost_link_on_a_plain_submit_is_retried_with_the_same_membership():
+    """Submitting alone (the last result when stopping): retried with back-off."""
+    stop = threading.Event()
+    fake = FakeCoordinator(stop, submits=[RpcError(CODE.UNAVAILABLE), RpcError(CODE.UNAVAILABLE),
+                                          pb.SubmitReply()])
+    sleeps = []
+    options = NodeOptions("127.0.0.1:1", "node-a", ChannelSecurity(), device="cpu")
+    daemon = NodeDaemon(options, stop, connect=fake.connect, sleep=sleeps.append,
+                        backoff=Backoff(random_unit=lambda: 0.5))
+    daemon._submit(fake, pb.TaskResult(member_id="m1", task_id="t", sequence=1, ack=pb.Ack()))
     assert len(fake.sent("SubmitResult")) == 3 and sleeps == [pytest.approx(0.2, rel=0.21),
                                                                pytest.approx(0.4, rel=0.21)]
 

@@ -53,3 +53,19 @@ def test_a_snapshot_of_another_run_or_node_is_ignored(tmp_path):
     assert not other.load() and other.round == -1
     assert all(torch.equal(v, before[k]) for k, v in fresh.model.state_dict().items())
     assert not RoundSnapshots(_node(), tmp_path / "missing.pt", "run-a").load()
+
+
+def test_a_snapshot_ahead_of_the_coordinator_is_an_earlier_run_and_is_dropped(tmp_path):
+    """Same config, same --state-dir, a fresh coordinator at round 0: start from scratch."""
+    path = tmp_path / "node-0.snapshot.pt"
+    old = _node()
+    old.handle(TrainLocal("r0/train", 0, 1))
+    RoundSnapshots(old, path, "run-a").before_task(3, "old-coordinator")
+
+    restarted = _node()
+    initial = _state(restarted)
+    snapshots = RoundSnapshots(restarted, path, "run-a")
+    assert snapshots.load() and snapshots.round == 3
+    assert not snapshots.before_task(0, "new-coordinator")  # no ValueError: a new run
+    assert snapshots.round == 0
+    assert all(torch.equal(v, initial[k]) for k, v in restarted.model.state_dict().items())

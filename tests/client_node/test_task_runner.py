@@ -1,5 +1,7 @@
 """TaskRunner on real task logic (tiny digits run): plain results equal the logic's, secure sums too."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -24,8 +26,11 @@ def dataset():
     return load_dataset(CONFIG.dataset)
 
 
-def build(dataset, index):
-    return build_node(CONFIG, index, dataset, client_partitions(CONFIG, dataset),
+PLAIN = dataclasses.replace(CONFIG, secagg=dataclasses.replace(CONFIG.secagg, enabled=False))
+
+
+def build(dataset, index, config=CONFIG):
+    return build_node(config, index, dataset, client_partitions(config, dataset),
                       torch.device("cpu"))
 
 
@@ -33,14 +38,19 @@ def dream_task(step=0, dreams=None):
     return serde.task_to_proto(DreamStep("d0", 0, 0, step, 1234, SHAPE, dreams))
 
 
+def test_a_node_whose_run_requires_secure_aggregation_never_sends_a_clear_update(dataset):
+    result = TaskRunner("node-0", build(dataset, 0), NoSnapshots()).run(dream_task(), "member-0")
+    assert result.WhichOneof("body") == "skip" and "refusing to send a clear update" in result.skip.reason
+
+
 def test_plain_dream_step_equals_the_task_logic_contribution(dataset):
     snapshots = NoSnapshots()
-    runner = TaskRunner("node-0", build(dataset, 0), snapshots)
+    runner = TaskRunner("node-0", build(dataset, 0, PLAIN), snapshots)
     task = dream_task()
     task.coordinator_run, task.sequence = "run-a", 7
     result = runner.run(task, "member-0")
     assert (result.member_id, result.task_id, result.sequence) == ("member-0", "d0", 7)
-    expected = build(dataset, 0).handle(serde.task_from_proto(task))
+    expected = build(dataset, 0, PLAIN).handle(serde.task_from_proto(task))
     got = serde.reply_from_proto(result, size=int(np.prod(SHAPE)))
     assert isinstance(got, Contribution) and isinstance(expected, Contribution)
     np.testing.assert_array_equal(got.weighted_values, expected.weighted_values)
