@@ -207,6 +207,9 @@ class SecAggServer:
         if holder in self._responders:
             raise DuplicateClient(f"second UnmaskResponse from client {holder}")
         holders_of = self.graph[holder] | {holder}
+        seen: set[tuple[int, int]] = set()
+        # Check every share before storing any: a refused response leaves no trace, so the
+        # holder can still send a correct one.
         for peer, kind, share in message.shares:
             wanted = self._survivor_set if kind == KIND_SELF_MASK else self._dropped_set
             if peer not in wanted or peer not in holders_of:
@@ -217,10 +220,11 @@ class SecAggServer:
                 # refused here, not in finish_step: one bad share must not abort the step
                 raise MalformedMessage(
                     f"share of client {peer} from client {holder} is outside the field GF(2^31 - 1)")
-            bucket = self._shares.setdefault((peer, kind), {})
-            if holder in bucket:
+            if (peer, kind) in seen or holder in self._shares.get((peer, kind), {}):
                 raise DuplicateClient(f"client {holder} sent two shares of client {peer}")
-            bucket[holder] = share  # range-checked in bulk by finish_step
+            seen.add((peer, kind))
+        for peer, kind, share in message.shares:
+            self._shares.setdefault((peer, kind), {})[holder] = share
         self._responders.add(holder)
 
     def finish_step(self) -> StepResult:

@@ -194,6 +194,22 @@ def test_share_of_wrong_length_is_rejected():
         session.server.receive_unmask(bad)
 
 
+def test_a_refused_unmask_response_leaves_no_trace_and_the_correct_one_is_accepted():
+    """The last share is out of the field: refused before any share is stored."""
+    session = _masked(_session())
+    for i in range(N):
+        response = session.clients[i].unmask(session.server.unmask_request(i))
+        if i == 0:
+            peer, kind, share = response.shares[-1]
+            outside = (peer, kind, b"\xff" * len(share))
+            bad = UnmaskResponse(response.header, response.shares[:-1] + (outside,))
+            with pytest.raises(MalformedMessage, match="outside the field"):
+                session.server.receive_unmask(bad)
+        session.server.receive_unmask(response)
+    result = session.server.finish_step()
+    assert np.array_equal(result.total, np.zeros(DIM)) and result.survivors == tuple(range(N))
+
+
 def test_advertisement_with_wrong_number_of_step_keys_is_rejected():
     session = _session()
     honest = session.clients[0].advertise_keys()
