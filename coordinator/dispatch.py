@@ -45,6 +45,7 @@ class Dispatcher:
         # wakes one node's thread, not every waiting poll (no thundering herd at n nodes).
         self._changed = threading.Condition(self._lock)
         self._mail: dict[str, threading.Condition] = {}
+        self._polls: dict[str, int] = {}  # member id -> number of its newest long poll
         self._accepting = threading.RLock()  # accept functions and closing never interleave
         self._queues: dict[str, deque[OpenTask]] = {}
         self._open: dict[tuple[str, int], OpenTask] = {}
@@ -104,13 +105,18 @@ class Dispatcher:
 
     # ---- node side -----------------------------------------------------------------------
     def pull(self, member: Member, wait_seconds: float) -> pb.Task | None:
+        """The member's next task, waiting up to `wait_seconds`. One long poll per member: a
+        newer one ends the older (empty), so no node can hold many server threads."""
         deadline = self._clock() + max(0.0, wait_seconds)
         with self._lock:
             queue = self._queues.setdefault(member.member_id, deque())
             mail = self._mailbox(member)
+            self._polls[member.member_id] = poll = self._polls.get(member.member_id, 0) + 1
+            mail.notify_all()  # an older poll of this member sees it is superseded
             while not queue:
                 remaining = deadline - self._clock()
-                if remaining <= 0 or self._stopped or member.gone:
+                superseded = self._polls[member.member_id] != poll
+                if remaining <= 0 or self._stopped or member.gone or superseded:
                     return None
                 mail.wait(min(remaining, 1.0))
             return queue.popleft().task

@@ -61,7 +61,10 @@ class Federation:
         try:
             for beat in beats:
                 if member is None:
-                    member = self.membership.get(beat.member_id, node_id)
+                    candidate = self.membership.get(beat.member_id, node_id)
+                    if candidate.heartbeat_open:  # refused without touching the open one
+                        raise InvalidMessage("this membership already has a heartbeat stream")
+                    member = candidate
                     self.membership.heartbeat(member, open_=True)
                 elif beat.member_id != member.member_id:
                     raise InvalidMessage("one heartbeat stream carries one membership")

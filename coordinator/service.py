@@ -90,7 +90,10 @@ class CoordinatorService:
         s = self.settings
         workers = s.workers or 2 * len(self.membership.node_ids) + 8
         options = server_options(s.max_message_bytes, s.keepalive_seconds)
-        self.server = grpc.server(futures.ThreadPoolExecutor(workers), options=options)
+        # Beyond `workers` calls at once, new calls are refused (RESOURCE_EXHAUSTED), not queued
+        # behind long polls; each member holds at most one poll and one heartbeat stream.
+        self.server = grpc.server(futures.ThreadPoolExecutor(workers), options=options,
+                                  maximum_concurrent_rpcs=workers)
         pb_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(self.federation, s.security),
                                                   self.server)
         reflection.enable_server_reflection((SERVICE_NAME, reflection.SERVICE_NAME), self.server)

@@ -104,3 +104,24 @@ def test_gather_stops_waiting_for_a_member_that_left():
     dispatcher.submit(a, pb.TaskResult(task_id="t", sequence=task_a.sequence, ack=pb.Ack()))
     membership.heartbeat(b, open_=False)
     assert [e.member.node_id for e in dispatcher.gather(entries, 3600)] == ["a"]
+
+
+def test_a_newer_long_poll_ends_the_older_one():
+    import threading
+    import time
+
+    membership = Membership(["a"])
+    member = _ready(membership, "a")
+    dispatcher = Dispatcher(membership, "run-1")
+    results = []
+    older = threading.Thread(target=lambda: results.append(dispatcher.pull(member, 3600)), daemon=True)
+    older.start()
+    deadline = time.monotonic() + 10
+    while dispatcher._polls.get(member.member_id) != 1:  # the older poll is registered
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert dispatcher.pull(member, 0) is None  # the newer poll...
+    older.join(5)
+    assert not older.is_alive() and results == [None]  # ...ended the older one at once
+    dispatcher.post(member, pb.Task(task_id="t"), _accept_ack)
+    assert dispatcher.pull(member, 0).task_id == "t"

@@ -1,4 +1,4 @@
-"""Payloads past gRPC's 4 MiB default travel both ways (the limits are configured on both ends)."""
+"""Limits: >4 MiB payloads pass both ways; a membership holds one heartbeat stream."""
 
 from __future__ import annotations
 
@@ -32,3 +32,14 @@ def test_tasks_and_results_larger_than_4_mib_pass(tmp_path):
         result.contribution.weighted_values.CopyFrom(serde.tensor_to_proto(big))
         result.contribution.weight = 1.0
         assert_refused(lambda: node.submit(result), Code.FAILED_PRECONDITION, "no open task")
+
+
+def test_a_second_heartbeat_stream_for_a_membership_is_refused_and_the_first_kept(tmp_path):
+    with serving(tiny_config(tmp_path / "run")) as served:
+        node = served.node("node-0").enter()
+        stub = served.stub("node-0")
+        assert_refused(lambda: stub.Heartbeat(iter([pb.Beat(member_id=node.member_id)]),
+                                              timeout=CALL_TIMEOUT),
+                       Code.INVALID_ARGUMENT, "already has a heartbeat stream")
+        member = served.service.membership.get(node.member_id, "node-0")
+        assert member.heartbeat_open and not member.gone
