@@ -10,8 +10,6 @@ when the same round arrives from a different coordinator run.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import torch
 from torch import nn
 
 from client_node.task_logic import NodeTaskLogic
+from codream.report import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +60,9 @@ class RoundSnapshots:
         if self.persist_to is None or self._state is None:
             return
         self.persist_to.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.persist_to.parent, prefix=".snapshot-")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                torch.save({"format": FORMAT, "fingerprint": self.fingerprint, "round": self._round,
-                            "state": self._state}, stream)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, self.persist_to)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        saved = {"format": FORMAT, "fingerprint": self.fingerprint, "round": self._round,
+                 "state": self._state}
+        atomic_write(self.persist_to, lambda stream: torch.save(saved, stream), private=True)
 
     @property
     def round(self) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from codream.config import RunConfig, to_toml
+from codream.report import atomic_write
 
 FORMAT = "codream.coordinator-checkpoint/1"
 # Fields that choose where a run computes or writes, not what it computes.
@@ -48,16 +48,7 @@ def save_checkpoint(path: Path, logic: Checkpointable, config_fingerprint: str) 
         "config_fingerprint": config_fingerprint,
         "state": _plain(logic.state_dict()),
     }
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda stream: torch.save(payload, stream))
     _fsync_directory(path.parent)
 
 

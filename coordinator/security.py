@@ -10,13 +10,13 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
+from codream.report import atomic_write
 from coordinator.errors import PermissionDenied, Unauthenticated
 
 try:
@@ -175,17 +175,7 @@ def generate_tokens(node_ids: Iterable[str]) -> dict[str, str]:
 
 def write_private_file(path: str | os.PathLike[str], data: bytes) -> None:
     """Write atomically, readable only by the owner: a reader never sees a half or open file."""
-    path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(Path(path), lambda stream: stream.write(data), private=True)
 
 
 def write_tokens(path: str | os.PathLike[str], tokens: Mapping[str, str]) -> None:
