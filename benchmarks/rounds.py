@@ -141,8 +141,8 @@ class Recorder:
         self.setup_wall = self.setup_cpu = 0.0
         post, set_up = dispatcher.post, secure._set_up_block
 
-        def recording_post(member, task, accept):
-            entry = post(member, task, accept)
+        def recording_post(member, task, accept, shared=None):
+            entry = post(member, task, accept, shared)
             self.entries.append(entry)
             return entry
 
@@ -158,7 +158,8 @@ class Recorder:
         """Traffic since the last take, by task body: [tasks, bytes down, bytes up]."""
         by_kind: dict[str, list[int]] = {}
         for entry in self.entries:
-            row = by_kind.setdefault(entry.task.WhichOneof("body"), [0, 0, 0])
+            body = (entry.shared or entry.task).WhichOneof("body")  # a shared body is the task's
+            row = by_kind.setdefault(body, [0, 0, 0])
             row[0] += 1
             row[1] += entry.sent_bytes
             row[2] += entry.received_bytes
@@ -187,7 +188,10 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     size = int(np.prod(shape))
 
     started = time.perf_counter()
-    service = CoordinatorService(config, CoordinatorSettings(host="127.0.0.1", port=0, health_port=0,
+    # The nodes get the run config with secure aggregation off, so they also answer the plain
+    # variant (a node whose run requires secure aggregation refuses to send a clear update).
+    plain_config = dataclasses.replace(config, secagg=dataclasses.replace(config.secagg, enabled=False))
+    service = CoordinatorService(plain_config, CoordinatorSettings(host="127.0.0.1", port=0, health_port=0,
                                                              grace_seconds=1.0))
     service.start()
     procs = min(n, args.procs)
@@ -209,7 +213,6 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     nodes = {node_id(i): build_node(config, i, dataset, parts, torch.device("cpu")) for i in range(n)}
     secure_summer = InProcessSecureSummer(config.secagg, {k: v.weight for k, v in nodes.items()})
     secure = NetworkTransport(config, service.membership, service.dispatcher, Timeouts())
-    plain_config = dataclasses.replace(config, secagg=dataclasses.replace(config.secagg, enabled=False))
     plain = NetworkTransport(plain_config, service.membership, service.dispatcher, Timeouts())
     recorder = Recorder(service.dispatcher, secure.secure, pids)
     dreams = initial_dreams(1234, shape)  # (B, C, H, W): the same batch every step

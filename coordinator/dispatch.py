@@ -25,8 +25,9 @@ from protos.codream.v1 import codream_pb2 as pb
 @dataclass
 class OpenTask:
     member: Member
-    task: pb.Task = field(repr=False)
+    task: pb.Task = field(repr=False)  # this member's task, or just its header with `shared`
     accept: Callable[[pb.TaskResult], Any] = field(repr=False)
+    shared: pb.Task | None = field(default=None, repr=False)  # the body every member gets
     value: Any = None
     done: bool = False
     closed: bool = False
@@ -53,12 +54,16 @@ class Dispatcher:
         self._stopped = False
 
     # ---- coordinator side ----------------------------------------------------------------
-    def post(self, member: Member, task: pb.Task, accept: Callable[[pb.TaskResult], Any]) -> OpenTask:
+    def post(self, member: Member, task: pb.Task, accept: Callable[[pb.TaskResult], Any],
+             shared: pb.Task | None = None) -> OpenTask:
+        """`shared`: a body posted to many members is held once, and merged under this member's
+        `task` (its header: ids, sequence, secure step) only when the member pulls it."""
         with self._lock:
             self._sequence += 1
             task.sequence = self._sequence
             task.coordinator_run = self.coordinator_run
-            entry = OpenTask(member, task, accept, sent_bytes=task.ByteSize())
+            size = task.ByteSize() + (shared.ByteSize() if shared is not None else 0)
+            entry = OpenTask(member, task, accept, shared, sent_bytes=size)
             self._open[(member.member_id, task.sequence)] = entry
             self._queues.setdefault(member.member_id, deque()).append(entry)
             self._mailbox(member).notify()
@@ -119,7 +124,13 @@ class Dispatcher:
                 if remaining <= 0 or self._stopped or member.gone or superseded:
                     return None
                 mail.wait(min(remaining, 1.0))
-            return queue.popleft().task
+            entry = queue.popleft()
+        if entry.shared is None:
+            return entry.task
+        task = pb.Task()  # built outside the lock: the body may be large
+        task.CopyFrom(entry.shared)
+        task.MergeFrom(entry.task)
+        return task
 
     def submit(self, member: Member, result: pb.TaskResult) -> None:
         with self._accepting:

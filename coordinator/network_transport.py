@@ -98,9 +98,8 @@ class NetworkTransport:
         members = self.membership.live()
         entries = []
         for member in members:
-            copy = pb.Task()
-            copy.CopyFrom(message)
-            entries.append(self.dispatcher.post(member, copy, self._acceptor(request)))
+            header = pb.Task(task_id=message.task_id, round=message.round)
+            entries.append(self.dispatcher.post(member, header, self._acceptor(request), shared=message))
         timeout = self.timeouts.step if request.summed else self.timeouts.task
         done = self.dispatcher.gather(entries, timeout)
         for entry in entries:

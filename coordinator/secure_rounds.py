@@ -141,8 +141,7 @@ class SecureRounds:
         skipped: dict[str, str] = {}
         masked = []
         for index in sorted(server.alive):
-            task = pb.Task()
-            task.CopyFrom(message)
+            task = pb.Task(task_id=message.task_id, round=message.round)  # the header; body shared
             task.secure.session_id = server.session_id
             task.secure.step = server.step
             task.secure.share_delivery = session.deliveries.get(index, b"")
@@ -152,7 +151,7 @@ class SecureRounds:
                     skipped[node] = result.masked.skip_reason
 
             masked.append(self._post(session, index, task, "masked", MaskedInput,
-                                     server.receive_masked_input, record_skip))
+                                     server.receive_masked_input, record_skip, shared=message))
         session.deliveries = {}
         self.dispatcher.gather(masked, self.step_timeout)
         self.count(masked)
@@ -174,8 +173,8 @@ class SecureRounds:
         return to_aggregate(result, session.unit, session.node_ids, skipped, earlier)
 
     def _post(self, session: Session, index: int, task: pb.Task, body: str, kind: type,
-              receive: Callable[[Any], None], also: Callable[[pb.TaskResult], None] | None = None
-              ) -> OpenTask:
+              receive: Callable[[Any], None], also: Callable[[pb.TaskResult], None] | None = None,
+              shared: pb.Task | None = None) -> OpenTask:
         member = session.members[index]
 
         def accept(result: pb.TaskResult) -> bool:
@@ -192,7 +191,7 @@ class SecureRounds:
                 also(result)
             return True
 
-        return self.dispatcher.post(member, task, accept)
+        return self.dispatcher.post(member, task, accept, shared)
 
 
 def _zeros(size: int) -> np.ndarray:
