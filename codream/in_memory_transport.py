@@ -40,8 +40,7 @@ def drive(
         total = None
         if request.summed:
             contributions = {k: r for k, r in by_node.items() if isinstance(r, Contribution)}
-            size = request.size or _common_size(contributions)
-            total = summer.sum(contributions, size, task)
+            total = summer.sum(contributions, request.size, task)
             skipped = {k: getattr(r, "reason", "no contribution")
                        for k, r in by_node.items() if not isinstance(r, Contribution)}
             if skipped:
@@ -49,9 +48,3 @@ def drive(
         return Replies(by_node, total, traffic)
 
     run_round_logic(rounds, broadcast, on_report)
-
-
-def _common_size(contributions: Mapping[str, Contribution]) -> int:
-    """When the coordinator cannot know the size (FedAvg's first round), the majority decides."""
-    sizes = [len(c.weighted_values) for c in contributions.values()]
-    return max(set(sizes), key=sizes.count) if sizes else 0

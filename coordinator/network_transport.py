@@ -112,8 +112,7 @@ class NetworkTransport:
         total = None
         if request.summed:
             contributions = {k: r for k, r in by_node.items() if not isinstance(r, Skip)}
-            size = request.size or _majority_size(contributions)
-            total = PlainSummer().sum(contributions, size)
+            total = PlainSummer().sum(contributions, request.size)
             excluded = {**total.excluded, **{k: r.reason for k, r in by_node.items() if isinstance(r, Skip)},
                         **{k: "no answer before the deadline" for k in silent}}
             total = dataclasses.replace(total, excluded=excluded)
@@ -153,8 +152,3 @@ class NetworkTransport:
 def payload_bytes_of_contribution(size: int) -> int:
     """A contribution's payload as the in-memory transport counts it: size float32 values."""
     return 4 * size
-
-
-def _majority_size(contributions: dict) -> int:
-    sizes = [len(c.weighted_values) for c in contributions.values()]
-    return max(set(sizes), key=sizes.count) if sizes else 0

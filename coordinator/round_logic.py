@@ -246,7 +246,7 @@ class CoordinatorRoundLogic:
             parameters = self.global_parameters
             size = self._parameter_count() if parameters is None else len(parameters)
             task = FedAvgTrain(f"r{r}/fedavg", r, config.local_epochs, parameters)
-            replies = yield from self._send_sum_of_unknown_size(task, size)
+            replies = yield from self._send_required_sum(task, size)
             parameters = replies.total.mean().astype(np.float32)
             yield from self._send(LoadParameters(f"r{r}/load", r, parameters))
             self.global_parameters = parameters  # θ for the next round, and for checkpoints
@@ -261,8 +261,8 @@ class CoordinatorRoundLogic:
             model = build_model(self.config.model_for(0), self.input_shape, self.num_classes)
         return state_size(model)
 
-    def _send_sum_of_unknown_size(self, task: Task, size: int):
-        """FedAvg's first round learns the parameter count from the nodes (they own the model)."""
+    def _send_required_sum(self, task: Task, size: int):
+        """A sum the round cannot go on without (FedAvg's parameters): none at all is an error."""
         replies = yield from self._send(task, size, summed=True)
         if replies.total is None or replies.total.weight <= 0:
             raise RuntimeError(f"{task.task_id}: no node contributed to the sum")
