@@ -7,6 +7,7 @@ call credentials only over TLS and the plaintext loopback mode must carry the no
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,8 +48,10 @@ def open_channel(
     security: ChannelSecurity,
     max_message_bytes: int = 256 * 2**20,
     keepalive_seconds: float = 30.0,
+    interceptors: Sequence[grpc.UnaryUnaryClientInterceptor | grpc.StreamUnaryClientInterceptor] = (),
 ) -> grpc.Channel:
-    """A channel whose every call carries `x-codream-node` and, if set, the bearer token."""
+    """A channel whose every call carries `x-codream-node` and, if set, the bearer token;
+    `interceptors` (e.g. call metrics) see each call before the identity is added."""
     if not node_id or not _is_metadata_text(node_id):
         raise ValueError(f"node_id must be non-empty printable ASCII without spaces, got {node_id!r}")
     if max_message_bytes <= 0:
@@ -73,7 +76,7 @@ def open_channel(
     metadata = [(NODE_METADATA, node_id)]
     if security.token is not None:
         metadata.append((AUTHORIZATION_METADATA, f"Bearer {security.token}"))
-    return grpc.intercept_channel(channel, _IdentityInterceptor(tuple(metadata)))
+    return grpc.intercept_channel(channel, *interceptors, _IdentityInterceptor(tuple(metadata)))
 
 
 def _channel_credentials(security: ChannelSecurity) -> grpc.ChannelCredentials:

@@ -16,6 +16,9 @@ from pathlib import Path
 from codream.config import ConfigError
 
 TOKEN_ENVIRONMENT = "CODREAM_NODE_TOKEN"
+ENVIRONMENT = (TOKEN_ENVIRONMENT,)  # every variable `codream node` reads (the deploy tests check it)
+DEFAULT_HEALTH_PORT = 50053  # not the coordinator's 50052: both may run on one host
+DEFAULT_METRICS_PORT = 9091
 _SECURITY_FLAGS = {"ca_file": "--tls-ca", "cert_file": "--tls-cert", "key_file": "--tls-key",
                    "server_name": "--tls-server-name", "token": f"--token-file/${TOKEN_ENVIRONMENT}"}
 
@@ -44,6 +47,16 @@ def add_node_command(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                       help="keep the node's round-start snapshot here, so a restart resumes its model")
     node.add_argument("--pull-wait", dest="pull_wait", type=float, default=10.0,
                       help="long-poll seconds per PullTask")
+    node.add_argument("--listen-host", dest="listen_host", default="0.0.0.0",
+                      help="address for the health and metrics ports (the node serves nothing else)")
+    node.add_argument("--health-port", dest="health_port", type=int, default=DEFAULT_HEALTH_PORT,
+                      help="plaintext gRPC health: \"\" while running, codream.node.Membership while "
+                           "joined (0: any free one)")
+    node.add_argument("--no-health", dest="no_health", action="store_true", help="no health port")
+    node.add_argument("--metrics-port", dest="metrics_port", type=int, default=DEFAULT_METRICS_PORT,
+                      help="Prometheus /metrics over HTTP (0: any free one)")
+    node.add_argument("--no-metrics", dest="no_metrics", action="store_true",
+                      help="serve no metrics endpoint")
     node.set_defaults(func=run_node)
     return node
 
@@ -93,11 +106,24 @@ def node_options(args: argparse.Namespace, environ: Mapping[str, str]):
 
 def run_node(args: argparse.Namespace) -> int:
     """Runs the daemon until SIGTERM/SIGINT (exit 0), a shutdown task (0) or a refusal (3)."""
-    from client_node.daemon import NodeDaemon
+    from prometheus_client import CollectorRegistry
+
+    from client_node.daemon import NodeDaemon, connect
+    from client_node.node_endpoints import NodeEndpoints
+    from client_node.node_metrics import NodeMetrics
+    from codream.grpc_metrics import ClientMetricsInterceptor
 
     options = node_options(args, os.environ)
+    for flag, port in (("--health-port", args.health_port), ("--metrics-port", args.metrics_port)):
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{flag}: must be in [0, 65535], got {port}")
+    registry = CollectorRegistry()
+    endpoints = NodeEndpoints(args.listen_host, None if args.no_health else args.health_port,
+                              None if args.no_metrics else args.metrics_port, registry)
+    calls = ClientMetricsInterceptor(registry)
     stop = threading.Event()
-    daemon = NodeDaemon(options, stop)
+    daemon = NodeDaemon(options, stop, connect=lambda o: connect(o, interceptors=(calls,)),
+                        observer=NodeMetrics(registry, on_membership=endpoints.set_member))
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -105,5 +131,6 @@ def run_node(args: argparse.Namespace) -> int:
     try:
         return daemon.run()
     finally:
+        endpoints.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -14,7 +14,8 @@ import logging
 import random
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,10 +114,23 @@ def build_logic(config: RunConfig, index: int, device: torch.device,
     return build_node(config, index, dataset, parts, device)
 
 
-def connect(options: NodeOptions) -> tuple[Any, Callable[[], None]]:
+def connect(options: NodeOptions, interceptors: Sequence[Any] = ()) -> tuple[Any, Callable[[], None]]:
     channel = open_channel(options.coordinator, options.node_id, options.security,
-                           options.max_message_bytes)
+                           options.max_message_bytes, interceptors=interceptors)
     return pb_grpc.CoordinatorStub(channel), channel.close
+
+
+class NodeObserver:
+    """What the daemon reports as it goes (metrics, readiness); this base class ignores it all."""
+
+    def joined(self, round_index: int) -> None:
+        """A membership began: joined, ready and heart-beating."""
+
+    def left(self) -> None:
+        """The membership ended (left, refused, or the link was lost)."""
+
+    def task_done(self, task: pb.Task, result: pb.TaskResult, seconds: float) -> None:
+        """A task was run; `result` is what the node hands in for it."""
 
 
 class Heartbeat:
@@ -159,8 +173,10 @@ class NodeDaemon:
         build_logic: Callable[[RunConfig, int, torch.device], NodeTaskLogic] = build_logic,
         sleep: Callable[[float], Any] | None = None,
         backoff: Backoff | None = None,
+        observer: NodeObserver | None = None,
     ) -> None:
         self.options = options
+        self.observer = observer or NodeObserver()
         self.stop = stop or threading.Event()
         self._connect = connect
         self._build_logic = build_logic
@@ -211,9 +227,11 @@ class NodeDaemon:
                  joined.coordinator_run, joined.member_id, joined.node_index,
                  built.snapshots.round)
         heartbeat = Heartbeat(stub, joined.member_id, joined.heartbeat_seconds or 5.0)
+        self.observer.joined(built.snapshots.round)
         try:
             self._serve(stub, joined.member_id, built.runner, heartbeat)
         finally:
+            self.observer.left()
             heartbeat.close()
 
     def _build(self, joined: pb.JoinReply) -> _Built:
@@ -272,7 +290,9 @@ class NodeDaemon:
                 except _Rejoin as error:
                     log.debug("node %s: shutdown not acknowledged: %s", self.options.node_id, error)
                 return
+            started = time.perf_counter()
             pending = runner.run(task, member_id)
+            self.observer.task_done(task, pending, time.perf_counter() - started)
             if self.stop.is_set():  # stopping: hand in the finished task, pull nothing more
                 self._submit(stub, pending)
 

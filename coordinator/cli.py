@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 50051
 DEFAULT_HEALTH_PORT = 50052
+DEFAULT_METRICS_PORT = 9090
 
 
 def add_serving_flags(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +22,9 @@ def add_serving_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="gRPC port (0: any free one)")
     parser.add_argument("--health-port", type=int, default=DEFAULT_HEALTH_PORT,
                         help="plaintext gRPC health port (0: any free one)")
+    parser.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT,
+                        help="Prometheus /metrics over HTTP (0: any free one)")
+    parser.add_argument("--no-metrics", action="store_true", help="serve no metrics endpoint")
     parser.add_argument("--node-ids", help="comma-separated roster (default node-0..node-{clients-1})")
     parser.add_argument("--min-nodes", type=int, default=0, help="start with this many ready (0: all)")
     parser.add_argument("--join-timeout", type=float, default=600.0)
@@ -49,7 +53,8 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     security = ServerSecurity(args.tls_cert, args.tls_key, args.tls_client_ca, tokens)
     node_ids = tuple(n.strip() for n in (args.node_ids or "").split(",") if n.strip())
     return CoordinatorSettings(
-        host=args.host, port=args.port, health_port=args.health_port, node_ids=node_ids,
+        host=args.host, port=args.port, health_port=args.health_port,
+        metrics_port=None if args.no_metrics else args.metrics_port, node_ids=node_ids,
         min_nodes=args.min_nodes, join_timeout=args.join_timeout,
         timeouts=Timeouts(args.task_timeout, args.step_timeout, args.secagg_timeout, args.rejoin_wait),
         security=security, max_message_bytes=args.max_message_mb * 2**20,

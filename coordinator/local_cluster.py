@@ -40,6 +40,7 @@ class LocalCluster:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     port: int = 0
     health_port: int = 0
+    metrics_port: int = 0
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
@@ -76,6 +77,7 @@ class LocalCluster:
         args = [*codream_command(self.log_json), "coordinator", *self.config_args,
                 "--clients", str(self.nodes),
                 "--out", str(self.run_dir), "--host", "127.0.0.1", "--port", str(port), "--health-port", "0",
+                "--metrics-port", "0",
                 "--tokens-file", str(self.secrets / "tokens.toml"), "--ready-file", str(ready),
                 *self.coordinator_args]
         if self.tls:
@@ -93,11 +95,13 @@ class LocalCluster:
             time.sleep(0.05)
         info = json.loads(ready.read_text())
         self.port, self.health_port = info["port"], info["health_port"]
+        self.metrics_port = info["metrics_port"]
 
     def start_node(self, node: str, extra: Sequence[str] = ()) -> None:
         args = [*codream_command(self.log_json), "node", "--coordinator", f"127.0.0.1:{self.port}",
                 "--node-id", node, "--token-file", str(self.secrets / f"{node}.token"),
                 "--state-dir", str(self.run_dir / "state"),
+                "--listen-host", "127.0.0.1", "--health-port", "0", "--metrics-port", "0",
                 *self.node_args, *extra]
         if self.tls:
             pki = self.secrets / "pki"

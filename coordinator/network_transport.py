@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from coordinator.dispatch import Dispatcher
 from coordinator.errors import InvalidMessage
 from coordinator.membership import Membership
 from coordinator.round_logic import Broadcast, Replies, RoundReport, run_round_logic
+from coordinator.run_metrics import CoordinatorMetrics, phase_name
 from coordinator.secure_rounds import SecureRounds
 from protos import serde
 from protos.codream.v1 import codream_pb2 as pb
@@ -57,8 +59,9 @@ class Timeouts:
 
 class NetworkTransport:
     def __init__(self, config: RunConfig, membership: Membership, dispatcher: Dispatcher,
-                 timeouts: Timeouts):
+                 timeouts: Timeouts, metrics: CoordinatorMetrics | None = None):
         self.config = config
+        self.metrics = metrics or CoordinatorMetrics()
         self.membership = membership
         self.dispatcher = dispatcher
         self.timeouts = timeouts
@@ -87,6 +90,18 @@ class NetworkTransport:
         if task.round != self._round:
             self._round = task.round
             self._wait_for_absent_nodes()
+        started = time.perf_counter()
+        replies, left_out = self._deliver(request)
+        contributors = len(replies.total.contributors) if replies.total is not None else None
+        dropped = len(replies.total.excluded) if replies.total is not None else left_out
+        self.metrics.phase(phase_name(task), time.perf_counter() - started, contributors, dropped)
+        if self.secure is not None:
+            self.metrics.secure_totals(self.secure.sessions_started, self.secure.clipped)
+        return replies
+
+    def _deliver(self, request: Broadcast) -> tuple[Replies, int]:
+        """The replies, and how many members gave none or a Skip (for a phase not summed)."""
+        task = request.task
         message = serde.task_to_proto(task)
         down = payload_bytes(task)
         if request.summed and self.secure is not None:
@@ -94,7 +109,7 @@ class NetworkTransport:
             up = {node: payload_bytes_of_contribution(request.size) for node in total.contributors}
             members = self.secure.session.node_ids if self.secure.session is not None else []
             traffic = {node: (down, up.get(node, 0)) for node in members}
-            return Replies({}, total, traffic)
+            return Replies({}, total, traffic), 0
         members = self.membership.live()
         entries = []
         for member in members:
@@ -116,7 +131,8 @@ class NetworkTransport:
             excluded = {**total.excluded, **{k: r.reason for k, r in by_node.items() if isinstance(r, Skip)},
                         **{k: "no answer before the deadline" for k in silent}}
             total = dataclasses.replace(total, excluded=excluded)
-        return Replies(by_node, total, traffic)
+        skipped = sum(isinstance(reply, Skip) for reply in by_node.values())
+        return Replies(by_node, total, traffic), len(silent) + skipped
 
     def _wait_for_absent_nodes(self) -> None:
         """A node that crashed and restarted rejoins between rounds; give it the chance."""
@@ -147,6 +163,7 @@ class NetworkTransport:
         counts = self.wire_bytes.setdefault(entry.member.node_id, [0, 0])
         counts[0] += entry.sent_bytes
         counts[1] += entry.received_bytes
+        self.metrics.wire(entry.member.node_id, entry.sent_bytes, entry.received_bytes)
 
 
 def payload_bytes_of_contribution(size: int) -> int:

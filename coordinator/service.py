@@ -1,7 +1,8 @@
 """`codream coordinator`: the gRPC server, health and reflection, and the run it orchestrates.
 
-Serving: the Coordinator service (TLS/mTLS or plaintext) with reflection on the main port and
-the standard health service on a plaintext port of its own (for Kubernetes probes). Running:
+Serving: the Coordinator service (TLS/mTLS or plaintext) with reflection on the main port,
+the standard health service on a plaintext port of its own (for Kubernetes probes) and
+Prometheus metrics over HTTP on a third (run progress and gRPC call counts). Running:
 wait for the nodes, resume from the checkpoint if there is one, drive the round logic over the
 network, checkpoint after every round, write the run directory, tell the nodes to stop.
 """
@@ -28,6 +29,8 @@ from client_node.build import client_partitions
 from codream.config import RunConfig, to_toml
 from codream.data import load_dataset
 from codream.devices import resolve_device
+from codream.grpc_metrics import ServerMetricsInterceptor
+from codream.metrics_http import MetricsEndpoint
 from codream.report import atomic_write_text
 from codream.simulation import build_coordinator, final_summary, partition_summary, write_run_outputs
 from coordinator.checkpoint import config_fingerprint, load_checkpoint, save_checkpoint
@@ -36,6 +39,7 @@ from coordinator.federation import Federation
 from coordinator.membership import Membership
 from coordinator.network_transport import NetworkTransport, Stopped, Timeouts
 from coordinator.round_logic import RoundReport
+from coordinator.run_metrics import CoordinatorMetrics
 from coordinator.security import ServerSecurity, server_credentials, server_options
 from coordinator.servicer import CoordinatorServicer
 from protos.codream.v1 import codream_pb2 as pb
@@ -52,6 +56,7 @@ class CoordinatorSettings:
     host: str = "0.0.0.0"
     port: int = 50051
     health_port: int = 50052
+    metrics_port: int | None = None  # Prometheus /metrics over HTTP (0: any free port); None: off
     node_ids: tuple[str, ...] = ()  # the roster; empty: node-0 .. node-{clients-1}
     min_nodes: int = 0  # 0: every node on the roster
     join_timeout: float = 600.0
@@ -80,10 +85,13 @@ class CoordinatorService:
         self.federation = Federation(self.membership, self.dispatcher, to_toml(config),
                                      settings.heartbeat_seconds)
         self.health = health.HealthServicer()
+        self.metrics = CoordinatorMetrics()
+        self.metrics.track_members(self.membership.live, len(roster))
+        self.metrics_endpoint: MetricsEndpoint | None = None
         self.stopping = threading.Event()
         self.server: grpc.Server | None = None
         self.health_server: grpc.Server | None = None
-        self.port = self.health_port = 0
+        self.port = self.health_port = self.metrics_port = 0
 
     # ---- serving --------------------------------------------------------------------------
     def start(self) -> None:
@@ -93,7 +101,8 @@ class CoordinatorService:
         # Beyond `workers` calls at once, new calls are refused (RESOURCE_EXHAUSTED), not queued
         # behind long polls; each member holds at most one poll and one heartbeat stream.
         self.server = grpc.server(futures.ThreadPoolExecutor(workers), options=options,
-                                  maximum_concurrent_rpcs=workers)
+                                  maximum_concurrent_rpcs=workers,
+                                  interceptors=[ServerMetricsInterceptor(self.metrics.registry)])
         pb_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(self.federation, s.security),
                                                   self.server)
         reflection.enable_server_reflection((SERVICE_NAME, reflection.SERVICE_NAME), self.server)
@@ -106,16 +115,19 @@ class CoordinatorService:
         self.health_port = self.health_server.add_insecure_port(f"{s.host}:{s.health_port}")
         if not self.port or not self.health_port:
             raise OSError(f"could not bind {address} or health port {s.health_port}")
+        if s.metrics_port is not None:
+            self.metrics_endpoint = MetricsEndpoint(self.metrics.registry, s.host, s.metrics_port)
+            self.metrics_port = self.metrics_endpoint.port
         self.server.start()
         self.health_server.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("coordinator %s serving on %s:%d (health on %d)", self.run_id, s.host, self.port,
-                 self.health_port)
+        log.info("coordinator %s serving on %s:%d (health on %d, metrics on %s)", self.run_id, s.host,
+                 self.port, self.health_port, self.metrics_port or "none")
         if s.ready_file:
             atomic_write_text(Path(s.ready_file), json.dumps(
-                {"port": self.port, "health_port": self.health_port, "pid": os.getpid(),
-                 "run_id": self.run_id}))
+                {"port": self.port, "health_port": self.health_port, "metrics_port": self.metrics_port,
+                 "pid": os.getpid(), "run_id": self.run_id}))
 
     def stop(self, grace: float | None = None) -> None:
         """Graceful: NOT_SERVING first, no new joins, in-flight calls get `grace` seconds."""
@@ -128,6 +140,9 @@ class CoordinatorService:
             self.server.stop(grace).wait()
         if self.health_server is not None:
             self.health_server.stop(0)
+        if self.metrics_endpoint is not None:  # last: the final counts stay scrapable until here
+            self.metrics_endpoint.close()
+            self.metrics_endpoint = None
 
     # ---- the run --------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -149,7 +164,8 @@ class CoordinatorService:
         if len(present) < needed:
             raise TimeoutError(f"{len(present)} of {needed} nodes ready after "
                                f"{self.settings.join_timeout:.0f} s")
-        transport = NetworkTransport(config, self.membership, self.dispatcher, self.settings.timeouts)
+        transport = NetworkTransport(config, self.membership, self.dispatcher, self.settings.timeouts,
+                                     self.metrics)
         progress = self.run_dir / "progress.jsonl"
 
         def on_report(report: RoundReport) -> None:
@@ -160,6 +176,7 @@ class CoordinatorService:
             metrics["wire_bytes"] = {node: {"sent_to": a, "received_from": b}
                                      for node, (a, b) in sorted(transport.wire_bytes.items())}
             save_checkpoint(checkpoint, logic, fingerprint)
+            self.metrics.round_completed(report.round, metrics)
             with progress.open("a") as stream:
                 stream.write(json.dumps({"round": report.round,
                                          "mean_client_accuracy": metrics["mean_client_accuracy"],
