@@ -106,24 +106,19 @@ def node_options(args: argparse.Namespace, environ: Mapping[str, str]):
 
 def run_node(args: argparse.Namespace) -> int:
     """Runs the daemon until SIGTERM/SIGINT (exit 0), a shutdown task (0) or a refusal (3)."""
-    from prometheus_client import CollectorRegistry
-
-    from client_node.daemon import NodeDaemon, connect
-    from client_node.node_endpoints import NodeEndpoints
-    from client_node.node_metrics import NodeMetrics
-    from codream.grpc_metrics import ClientMetricsInterceptor
+    from client_node.node_endpoints import observed_daemon
 
     options = node_options(args, os.environ)
     for flag, port in (("--health-port", args.health_port), ("--metrics-port", args.metrics_port)):
         if not 0 <= port <= 65535:
             raise ConfigError(f"{flag}: must be in [0, 65535], got {port}")
-    registry = CollectorRegistry()
-    endpoints = NodeEndpoints(args.listen_host, None if args.no_health else args.health_port,
-                              None if args.no_metrics else args.metrics_port, registry)
-    calls = ClientMetricsInterceptor(registry)
     stop = threading.Event()
-    daemon = NodeDaemon(options, stop, connect=lambda o: connect(o, interceptors=(calls,)),
-                        observer=NodeMetrics(registry, on_membership=endpoints.set_member))
+    try:
+        daemon, endpoints = observed_daemon(options, stop, args.listen_host,
+                                            None if args.no_health else args.health_port,
+                                            None if args.no_metrics else args.metrics_port)
+    except OSError as error:  # a taken port: say which, rather than a traceback
+        raise ConfigError(f"--health-port/--metrics-port on {args.listen_host}: {error}") from None
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):

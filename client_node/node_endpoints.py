@@ -9,12 +9,16 @@ reach the coordinator). Metrics go out over HTTP for Prometheus.
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
+from client_node.daemon import NodeDaemon, NodeOptions, connect
+from client_node.node_metrics import NodeMetrics
+from codream.grpc_metrics import ClientMetricsInterceptor
 from codream.metrics_http import MetricsEndpoint
 
 log = logging.getLogger(__name__)
@@ -63,3 +67,15 @@ class NodeEndpoints:
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None
+
+
+def observed_daemon(options: NodeOptions, stop: threading.Event, host: str, health_port: int | None,
+                    metrics_port: int | None) -> tuple[NodeDaemon, NodeEndpoints]:
+    """A daemon wired to its endpoints: node metrics, gRPC call counts, membership readiness.
+    The caller runs the daemon and closes the endpoints after it."""
+    registry = CollectorRegistry()
+    endpoints = NodeEndpoints(host, health_port, metrics_port, registry)
+    calls = ClientMetricsInterceptor(registry)
+    daemon = NodeDaemon(options, stop, connect=lambda o: connect(o, interceptors=(calls,)),
+                        observer=NodeMetrics(registry, on_membership=endpoints.set_member))
+    return daemon, endpoints

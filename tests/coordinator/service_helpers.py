@@ -371,3 +371,22 @@ class SumRecorder:
         monkeypatch.setattr(NetworkTransport, "broadcast", recording_broadcast)
         monkeypatch.setattr(secure_rounds, "to_aggregate", recording_to_aggregate)
         return self
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """GET /metrics on 127.0.0.1:port, parsed by prometheus-client's own text parser:
+    {(sample name, sorted labels): value}."""
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=CALL_TIMEOUT) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def sample(samples: dict, name: str, **labels: str) -> float:
+    """One sample's value (0.0 when the series does not exist yet)."""
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)

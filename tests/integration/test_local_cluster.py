@@ -9,12 +9,15 @@ the in-process simulation computes, survives SIGKILLed nodes and coordinators, a
 from __future__ import annotations
 
 import json
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from prometheus_client.parser import text_string_to_metric_families
 
 from codream.cli import _flags, load_run_config, make_parser
 from codream.simulation import simulate
@@ -69,12 +72,48 @@ def _assert_same_run(cluster_dir: Path, simulated, rounds: range) -> None:
         assert np.array_equal(dreams, simulated.final_dreams.numpy())
 
 
+class _MetricsSampler:
+    """Scrapes the coordinator process's /metrics every 0.2 s while it runs."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.samples: list[dict[str, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as response:
+                    text = response.read().decode()
+            except OSError:
+                continue  # not up yet, or already gone
+            self.samples.append({
+                s.name + json.dumps(s.labels, sort_keys=True): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples})
+
+    def stop(self) -> list[dict[str, float]]:
+        self._stop.set()
+        self._thread.join(10)
+        return self.samples
+
+
 def test_codream_cluster_with_secure_aggregation_equals_the_simulation(tmp_path):
-    """4 nodes, 4 architectures, secure sums: bit-for-bit what `codream simulate` computes."""
+    """4 nodes, 4 architectures, secure sums: bit-for-bit what `codream simulate` computes;
+    its metrics endpoint, scraped while it runs, counts the rounds as they complete."""
     args = [*TINY, "--rounds", "2", "--models", "cnn,mlp,vgg,wide_cnn", "--set", "dream.global_steps=4"]
     with LocalCluster(tmp_path / "cluster", 4, args, node_args=["--device", "cpu"]) as cluster:
         cluster.start()
+        sampler = _MetricsSampler(cluster.metrics_port)
         _finish(cluster)
+        scraped = sampler.stop()
+    rounds = [s.get("codream_rounds_completed_total{}", 0.0) for s in scraped]
+    assert rounds == sorted(rounds) and rounds[0] < rounds[-1] and rounds[-1] >= 2, rounds
+    exchanged = 'grpc_server_handled_total{"grpc_code": "OK", "grpc_method": "Exchange", ' \
+                '"grpc_service": "codream.v1.Coordinator", "grpc_type": "unary"}'
+    assert scraped[0].get(exchanged, 0.0) < scraped[-1][exchanged]
+    assert scraped[-1]['codream_clients_per_step_count{"phase": "dream_step"}'] >= 4
     simulated = simulate(_config(args, 4, tmp_path / "sim"))
     _assert_same_run(tmp_path / "cluster", simulated, range(0, 3))
     summary = _metrics(tmp_path / "cluster")["summary"]
