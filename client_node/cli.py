@@ -7,6 +7,7 @@ does); the daemon receives finished options.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import threading
@@ -14,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from codream.config import ConfigError
+
+log = logging.getLogger(__name__)
 
 TOKEN_ENVIRONMENT = "CODREAM_NODE_TOKEN"
 ENVIRONMENT = (TOKEN_ENVIRONMENT,)  # every variable `codream node` reads (the deploy tests check it)
@@ -57,6 +60,10 @@ def add_node_command(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                       help="Prometheus /metrics over HTTP (0: any free one)")
     node.add_argument("--no-metrics", dest="no_metrics", action="store_true",
                       help="serve no metrics endpoint")
+    node.add_argument("--after-run", dest="after_run", choices=("exit", "wait"), default="exit",
+                      help="wait: when the coordinator ends the run, stay up (idle, not ready) until "
+                           "SIGTERM instead of exiting, so a Kubernetes pod is not restarted into "
+                           "a finished run")
     node.set_defaults(func=run_node)
     return node
 
@@ -104,15 +111,17 @@ def node_options(args: argparse.Namespace, environ: Mapping[str, str]):
                        pull_wait=args.pull_wait, state_dir=args.state_dir, partition=args.partition)
 
 
-def run_node(args: argparse.Namespace) -> int:
-    """Runs the daemon until SIGTERM/SIGINT (exit 0), a shutdown task (0) or a refusal (3)."""
+def run_node(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
+    """Runs the daemon until SIGTERM/SIGINT or `stop` (exit 0), a shutdown task (0; with
+    --after-run wait, idles until stopped) or a refusal (3)."""
+    from client_node.daemon import EXIT_OK
     from client_node.node_endpoints import observed_daemon
 
     options = node_options(args, os.environ)
     for flag, port in (("--health-port", args.health_port), ("--metrics-port", args.metrics_port)):
         if not 0 <= port <= 65535:
             raise ConfigError(f"{flag}: must be in [0, 65535], got {port}")
-    stop = threading.Event()
+    stop = stop or threading.Event()
     try:
         daemon, endpoints = observed_daemon(options, stop, args.listen_host,
                                             None if args.no_health else args.health_port,
@@ -124,7 +133,11 @@ def run_node(args: argparse.Namespace) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous[signum] = signal.signal(signum, lambda *_: stop.set())
     try:
-        return daemon.run()
+        code = daemon.run()
+        if code == EXIT_OK and args.after_run == "wait" and not stop.is_set():
+            log.info("node %s: the run is over; idle until stopped", options.node_id)
+            stop.wait()
+        return code
     finally:
         endpoints.close()
         for signum, handler in previous.items():

@@ -42,6 +42,9 @@ def add_serving_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-key", help="server private key (PEM)")
     parser.add_argument("--tls-client-ca", help="CA for node certificates: turns on mTLS")
     parser.add_argument("--ready-file", help="write the bound ports here (JSON) once serving")
+    parser.add_argument("--after-run", choices=("exit", "serve"), default="exit",
+                        help="serve: once the run is complete keep serving health and metrics (and "
+                             "refuse joins) until SIGTERM, as a long-running Kubernetes pod must")
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:
@@ -97,9 +100,12 @@ def _cmd_coordinator(args: argparse.Namespace) -> int:
         log.exception("the run failed")
         service.stop(0)
         return 1
-    service.stop()
     print(f"{config.strategy} over gRPC: final mean client accuracy "
           f"{summary.get('final_mean_client_accuracy', float('nan')):.4f}", flush=True)
+    if args.after_run == "serve":
+        service.hold()
+        service.stopping.wait()
+    service.stop()
     return 0
 
 

@@ -30,10 +30,11 @@ class Federation:
         self.run_config_toml = run_config_toml
         self.heartbeat_seconds = heartbeat_seconds
         self.accepting = True
+        self.closed_reason = "the coordinator is shutting down"  # what a refused Join is told
 
     def join(self, node_id: str, request: pb.JoinRequest) -> pb.JoinReply:
         if not self.accepting:
-            raise NotReady("the coordinator is shutting down")
+            raise NotReady(self.closed_reason)
         if request.protocol != PROTOCOL:
             raise InvalidMessage(f"protocol {request.protocol!r} is not supported; this coordinator "
                                  f"speaks {PROTOCOL}")

@@ -129,6 +129,13 @@ class CoordinatorService:
                 {"port": self.port, "health_port": self.health_port, "metrics_port": self.metrics_port,
                  "pid": os.getpid(), "run_id": self.run_id}))
 
+    def hold(self) -> None:
+        """After a finished run: keep health and metrics up (results stay scrapable and the pod
+        stays Ready), refuse joins with the reason, until stop() (SIGTERM)."""
+        self.federation.closed_reason = f"run {self.run_id} is complete; nothing to join"
+        self.federation.accepting = False
+        log.info("the run is complete; serving health and metrics until stopped")
+
     def stop(self, grace: float | None = None) -> None:
         """Graceful: NOT_SERVING first, no new joins, in-flight calls get `grace` seconds."""
         grace = self.settings.grace_seconds if grace is None else grace
@@ -157,13 +164,8 @@ class CoordinatorService:
         if state is not None:
             logic.load_state_dict(state)
             log.info("resumed from %s: next round %d", checkpoint, logic.next_round)
-        needed = self.settings.min_nodes or len(self.membership.node_ids)
-        present = self.membership.wait_for(needed, self.settings.join_timeout, self.stopping)
-        if self.stopping.is_set():
-            raise Stopped("stopped while waiting for nodes to join")
-        if len(present) < needed:
-            raise TimeoutError(f"{len(present)} of {needed} nodes ready after "
-                               f"{self.settings.join_timeout:.0f} s")
+        if logic.next_round <= config.rounds:  # a finished run (a restarted pod) needs no nodes
+            self._wait_for_nodes()
         transport = NetworkTransport(config, self.membership, self.dispatcher, self.settings.timeouts,
                                      self.metrics)
         progress = self.run_dir / "progress.jsonl"
@@ -193,6 +195,15 @@ class CoordinatorService:
         write_run_outputs(self.run_dir, config, dataset, logic.history, summary, logic)
         self._shut_down_nodes()
         return summary
+
+    def _wait_for_nodes(self) -> None:
+        needed = self.settings.min_nodes or len(self.membership.node_ids)
+        present = self.membership.wait_for(needed, self.settings.join_timeout, self.stopping)
+        if self.stopping.is_set():
+            raise Stopped("stopped while waiting for nodes to join")
+        if len(present) < needed:
+            raise TimeoutError(f"{len(present)} of {needed} nodes ready after "
+                               f"{self.settings.join_timeout:.0f} s")
 
     def _shut_down_nodes(self) -> None:
         members = self.membership.live()

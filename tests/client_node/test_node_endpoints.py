@@ -102,3 +102,33 @@ def test_real_daemons_report_their_tasks_calls_and_membership(tmp_path):
                   grpc_method="Exchange", grpc_code="OK") >= 5
     assert sample(after, "grpc_client_handled_total", grpc_type="client_stream", grpc_service=service,
                   grpc_method="Heartbeat", grpc_code="OK") == 1
+
+
+def test_after_run_wait_keeps_the_node_up_until_stopped(tmp_path):
+    from codream.cli import make_parser
+
+    config = tiny_config(tmp_path, **{"dream.global_steps": 1})
+    with serving(config) as served:
+        threads, stops, codes = [], [], []
+        for node in ("node-0", "node-1"):
+            token = tmp_path / f"{node}.token"
+            token.write_text(served.tokens[node])
+            args = make_parser().parse_args([
+                "node", "--coordinator", served.target, "--node-id", node, "--token-file", str(token),
+                "--device", "cpu", "--pull-wait", "1", "--listen-host", "127.0.0.1",
+                "--health-port", "0", "--metrics-port", "0", "--after-run", "wait"])
+            stop = threading.Event()
+            thread = threading.Thread(target=lambda a=args, s=stop: codes.append(a.func(a, s)),
+                                      daemon=True)
+            thread.start()
+            threads.append(thread)
+            stops.append(stop)
+        served.start_run()
+        served.wait_run()
+        time.sleep(1.0)  # the shutdown task has been pulled; an exiting node would be gone by now
+        assert all(thread.is_alive() for thread in threads) and codes == []
+        for stop in stops:
+            stop.set()
+        for thread in threads:
+            thread.join(CALL_TIMEOUT)
+    assert codes == [EXIT_OK, EXIT_OK]

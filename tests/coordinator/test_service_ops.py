@@ -149,3 +149,25 @@ def test_a_plaintext_main_port_is_not_reachable_over_tls(served, pki):
     channel = served.channel("node-0", security=_node_security(pki, "node-0"), wait_ready=False)
     assert_refused(lambda: _join(channel), Code.UNAVAILABLE)
     assert grpc.channel_ready_future(served.channel("node-0")).result(timeout=CALL_TIMEOUT) is None
+
+
+# ---- a finished run (what a Kubernetes pod restart meets) --------------------------------------
+def test_a_restarted_coordinator_of_a_finished_run_needs_no_nodes_and_then_holds(tmp_path):
+    config = tiny_config(tmp_path / "run")
+    with serving(config) as first:
+        nodes = [first.node(f"node-{i}").enter() for i in range(2)]
+        first.start_run()
+        serve(nodes)
+        finished = first.wait_run()
+    # join_timeout 0.5 s: were it to wait for nodes, none come and the run would time out
+    with serving(config, join_timeout=0.5) as restarted:
+        restarted.start_run()
+        again = restarted.wait_run(timeout=CALL_TIMEOUT)
+        restarted.service.hold()
+        stub = restarted.stub("node-0")
+        assert_refused(lambda: stub.Join(pb.JoinRequest(node_id="node-0", protocol=PROTOCOL),
+                                         timeout=CALL_TIMEOUT), Code.UNAVAILABLE, "is complete")
+        health = _health(restarted)
+        assert _status(health, SERVICE_NAME) == SERVING  # held: still Ready for its pod
+    assert again["final_mean_client_accuracy"] == finished["final_mean_client_accuracy"]
+    assert [r["round"] for r in metrics(config.out)["rounds"]] == [0, 1]
