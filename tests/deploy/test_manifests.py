@@ -23,20 +23,22 @@ if shutil.which("kubectl") is None:
     pytest.skip("kubectl (with its built-in kustomize) is not on PATH; CI machines have it",
                 allow_module_level=True)
 
-from manifest_helpers import (  # noqa: E402 — after the skips above
-    K8S,
-    KUBE_VERSIONS,
-    federation_problems,
-    find,
+from manifest_cli_checks import federation_problems  # noqa: E402 — after the skips above
+from manifest_kubernetes_checks import (  # noqa: E402
     gpu_problems,
     network_problems,
-    of_kind,
     pod_problems,
+    service_problems,
+)
+from manifest_objects import (  # noqa: E402
+    K8S,
+    KUBE_VERSIONS,
+    find,
+    of_kind,
     pod_spec,
     render,
     render_dev,
     schema_problems,
-    service_problems,
 )
 
 OVERLAYS = ("base", "dev", "gpu")
