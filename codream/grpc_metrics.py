@@ -45,13 +45,31 @@ class _Series:
                                  f"Time from start to status of RPCs on the {side}.",
                                  _LABELS, buckets=_LATENCY_BUCKETS, registry=registry)
 
+        self._children: dict[tuple[Any, ...], Any] = {}  # labels() validates and locks per call
+
+    def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children.setdefault(key, metric.labels(*labels))
+        return child
+
     def start(self, labels: tuple[str, str, str]) -> float:
-        self.started.labels(*labels).inc()
+        self._child(self.started, labels).inc()
         return time.perf_counter()
 
     def finish(self, labels: tuple[str, str, str], code: grpc.StatusCode | None, started: float) -> None:
-        self.handled.labels(*labels, (code or grpc.StatusCode.OK).name).inc()
-        self.seconds.labels(*labels).observe(time.perf_counter() - started)
+        self._child(self.handled, (*labels, (code or grpc.StatusCode.OK).name)).inc()
+        self._child(self.seconds, labels).observe(time.perf_counter() - started)
+
+
+def _failed_code(context: grpc.ServicerContext) -> grpc.StatusCode:
+    """The code of a handler that raised: the one it aborted with, CANCELLED when the peer went
+    away under it (its request stream raises), else UNKNOWN (what gRPC sends for an exception)."""
+    code = context.code()
+    if code is not None:
+        return code
+    return grpc.StatusCode.UNKNOWN if context.is_active() else grpc.StatusCode.CANCELLED
 
 
 class ServerMetricsInterceptor(grpc.ServerInterceptor):
@@ -59,12 +77,21 @@ class ServerMetricsInterceptor(grpc.ServerInterceptor):
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._series = _Series(registry, "server")
+        self._wrapped: dict[str, tuple[Any, Any]] = {}  # method: (its handler, the wrapped one)
 
     def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        service, method = split_method(handler_call_details.method)
+        known = self._wrapped.get(handler_call_details.method)
+        if known is not None and known[0] is handler:  # generated servicers reuse their handlers
+            return known[1]
+        wrapped = self._wrap(handler_call_details.method, handler)
+        self._wrapped[handler_call_details.method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, full_method: str, handler: Any) -> Any:
+        service, method = split_method(full_method)
         labels = (_arity(handler.request_streaming, handler.response_streaming), service, method)
         series = self._series
         if handler.response_streaming:  # none of ours stream replies; reflection does
@@ -77,7 +104,7 @@ class ServerMetricsInterceptor(grpc.ServerInterceptor):
                 try:
                     yield from behaviour(request, context)
                 except BaseException:
-                    series.finish(labels, context.code() or grpc.StatusCode.UNKNOWN, started)
+                    series.finish(labels, _failed_code(context), started)
                     raise
                 series.finish(labels, context.code(), started)
 
@@ -92,7 +119,7 @@ class ServerMetricsInterceptor(grpc.ServerInterceptor):
                 try:
                     response = behaviour(request, context)
                 except BaseException:  # context.abort raises after setting the code
-                    series.finish(labels, context.code() or grpc.StatusCode.UNKNOWN, started)
+                    series.finish(labels, _failed_code(context), started)
                     raise
                 series.finish(labels, context.code(), started)
                 return response

@@ -6,6 +6,8 @@ own parser, so a malformed exposition fails here as it would in Prometheus.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from service_helpers import (
     CALL_TIMEOUT,
@@ -134,3 +136,29 @@ def test_a_taken_metrics_port_fails_the_start(tmp_path):
         with pytest.raises(OSError):
             with serving(tiny_config(tmp_path / "second"), metrics_port=taken):
                 pass
+
+
+def test_streamed_replies_are_counted_and_a_vanished_peer_is_cancelled(tmp_path):
+    """Server reflection is a bidirectional stream: the interceptor's streaming path counts it,
+    and a client that goes away mid-stream is not counted as an UNKNOWN server error."""
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    labels = {"grpc_type": "bidi_stream", "grpc_service": "grpc.reflection.v1alpha.ServerReflection",
+              "grpc_method": "ServerReflectionInfo"}
+    with serving(tiny_config(tmp_path), metrics_port=0) as served:
+        assert SERVICE in ProtoReflectionDescriptorDatabase(served.bare_channel()).get_services()
+        served.channels[-1].close()  # the stream is still open: this ends it from the client side
+        deadline = time.monotonic() + CALL_TIMEOUT
+
+        def handled(samples: dict) -> dict[str, float]:
+            return {code: sample(samples, "grpc_server_handled_total", grpc_code=code, **labels)
+                    for code in ("OK", "CANCELLED", "UNKNOWN")}
+
+        while not sum(handled(samples := scrape(served.service.metrics_port)).values()):
+            assert time.monotonic() < deadline, "the ended stream was never counted"
+            time.sleep(0.05)
+    assert sample(samples, "grpc_server_started_total", **labels) == 1
+    # The request stream either ends (OK) or raises under the handler (CANCELLED), by timing.
+    assert handled(samples)["UNKNOWN"] == 0 and sum(handled(samples).values()) == 1, handled(samples)
