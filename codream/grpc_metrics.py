@@ -11,8 +11,9 @@ server side; the client side counts them with their code.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -62,6 +63,17 @@ class _Series:
         self._child(self.handled, (*labels, (code or grpc.StatusCode.OK).name)).inc()
         self._child(self.seconds, labels).observe(time.perf_counter() - started)
 
+    @contextlib.contextmanager
+    def observing(self, labels: tuple[str, str, str], context: grpc.ServicerContext) -> Iterator[None]:
+        """One server call: counted at its start, and at its end with the code it ended on."""
+        started = self.start(labels)
+        try:
+            yield
+        except BaseException:  # context.abort raises after setting the code
+            self.finish(labels, _failed_code(context), started)
+            raise
+        self.finish(labels, context.code(), started)
+
 
 def _failed_code(context: grpc.ServicerContext) -> grpc.StatusCode:
     """The code of a handler that raised: the one it aborted with, CANCELLED when the peer went
@@ -100,13 +112,8 @@ class ServerMetricsInterceptor(grpc.ServerInterceptor):
                                   (handler.unary_stream, grpc.unary_stream_rpc_method_handler))
 
             def streamed(request: Any, context: grpc.ServicerContext) -> Any:
-                started = series.start(labels)
-                try:
+                with series.observing(labels, context):
                     yield from behaviour(request, context)
-                except BaseException:
-                    series.finish(labels, _failed_code(context), started)
-                    raise
-                series.finish(labels, context.code(), started)
 
             wrapped = streamed
         else:
@@ -115,14 +122,8 @@ class ServerMetricsInterceptor(grpc.ServerInterceptor):
                                   (handler.unary_unary, grpc.unary_unary_rpc_method_handler))
 
             def answered(request: Any, context: grpc.ServicerContext) -> Any:
-                started = series.start(labels)
-                try:
-                    response = behaviour(request, context)
-                except BaseException:  # context.abort raises after setting the code
-                    series.finish(labels, _failed_code(context), started)
-                    raise
-                series.finish(labels, context.code(), started)
-                return response
+                with series.observing(labels, context):
+                    return behaviour(request, context)
 
             wrapped = answered
         return factory(wrapped, request_deserializer=handler.request_deserializer,
