@@ -93,6 +93,9 @@ def node_options(args: argparse.Namespace, environ: Mapping[str, str]):
             raise ConfigError(f"{flag}: no such file {value}")
     if args.max_message_mb <= 0:
         raise ConfigError(f"--max-message-mb: must be > 0, got {args.max_message_mb}")
+    for flag, port in (("--health-port", args.health_port), ("--metrics-port", args.metrics_port)):
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{flag}: must be in [0, 65535], got {port}")
     if not args.pull_wait > 0:
         raise ConfigError(f"--pull-wait: must be > 0, got {args.pull_wait}")
     if not (args.device in ("auto", "cpu", "cuda") or args.device.startswith("cuda:")):
@@ -118,9 +121,6 @@ def run_node(args: argparse.Namespace, stop: threading.Event | None = None) -> i
     from client_node.node_endpoints import observed_daemon
 
     options = node_options(args, os.environ)
-    for flag, port in (("--health-port", args.health_port), ("--metrics-port", args.metrics_port)):
-        if not 0 <= port <= 65535:
-            raise ConfigError(f"{flag}: must be in [0, 65535], got {port}")
     stop = stop or threading.Event()
     try:
         daemon, endpoints = observed_daemon(options, stop, args.listen_host,
