@@ -30,8 +30,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from codream.grpc_metrics import ClientMetricsInterceptor, ServerMetricsInterceptor  # noqa: E402
 from coordinator.run_metrics import CoordinatorMetrics  # noqa: E402
+from protos.grpc_metrics import ClientMetricsInterceptor, ServerMetricsInterceptor  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -171,14 +171,14 @@ class Recorder:
 def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from client_node.build import build_node, client_partitions, node_id
     from codream.aggregation import PlainSummer
     from codream.data import load_dataset
     from codream.local_dreaming import initial_dreams
     from codream.messages import DreamStep
+    from codream.node_build import build_node, client_partitions, node_id
+    from codream.round_logic import Broadcast
+    from codream.secure_summer import InProcessSecureSummer
     from coordinator.network_transport import NetworkTransport, Timeouts
-    from coordinator.round_logic import Broadcast
-    from coordinator.secure_summer import InProcessSecureSummer
     from coordinator.service import CoordinatorService, CoordinatorSettings
 
     config = run_config(n, args.model, args.batch, tempfile.mkdtemp(prefix="codream-rounds-"),

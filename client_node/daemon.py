@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import logging
 import random
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,22 +23,18 @@ import grpc
 import numpy as np
 import torch
 
-from client_node.build import build_node, client_partitions
 from client_node.channel import ChannelSecurity, open_channel
 from client_node.round_snapshot import RoundSnapshots
-from client_node.task_logic import NodeTaskLogic
 from client_node.task_runner import TaskRunner, is_shutdown
 from codream.config import ConfigError, RunConfig, build
 from codream.data import load_dataset
 from codream.devices import resolve_device
+from codream.node_build import build_node, client_partitions
+from codream.node_logic import NodeTaskLogic
+from codream.toml_compat import tomllib
 from protos import serde
 from protos.codream.v1 import codream_pb2 as pb
 from protos.codream.v1 import codream_pb2_grpc as pb_grpc
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry
 
 from client_node.daemon import NodeDaemon, NodeOptions, connect
 from client_node.node_metrics import NodeMetrics
-from codream.grpc_metrics import ClientMetricsInterceptor
-from codream.metrics_http import MetricsEndpoint
+from protos.grpc_metrics import ClientMetricsInterceptor
+from protos.metrics_http import MetricsEndpoint
 
 log = logging.getLogger(__name__)
 

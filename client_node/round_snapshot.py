@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from client_node.task_logic import NodeTaskLogic
-from codream.report import atomic_write
+from codream.atomic_files import atomic_write
+from codream.node_logic import NodeTaskLogic
 
 log = logging.getLogger(__name__)
 

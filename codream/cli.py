@@ -14,16 +14,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from codream.config import ConfigError, RunConfig, build, dotted, from_environment, merge
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from codream.config import ConfigError, RunConfig, build, dotted, merge
+from codream.toml_compat import tomllib
 
 # Flags that map straight onto top-level config fields (None: not given, keep lower layers).
 _SIMPLE_FLAGS = ("strategy", "dataset", "clients", "partition", "models", "seed", "rounds",
                  "warmup_epochs", "local_epochs", "device", "out")
+
+
+def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """CODREAM_DREAM__GLOBAL_STEPS=5 → {'dream': {'global_steps': '5'}} (double underscore nests)."""
+    found = {
+        key[len("CODREAM_") :].lower().replace("__", "."): value
+        for key, value in environ.items()
+        if key.startswith("CODREAM_")
+    }
+    return dotted(found)
 
 
 def _parse_assignment(text: str) -> tuple[str, Any]:

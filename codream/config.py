@@ -1,34 +1,23 @@
-"""One typed, validated run configuration; errors name the field and what is allowed.
+"""The run configuration's schema: frozen dataclasses validated on construction.
 
-Only the CLI reads files, environment and flags (TOML → CODREAM_* → flags); everything else
-receives a finished, frozen `RunConfig`.
+Errors name the field and what is allowed. Only the CLI reads files, environment and flags
+(TOML → CODREAM_* → flags); everything else receives a finished `RunConfig`. Building from
+mappings and writing TOML is generic and lives in `codream.nested_config`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
-import typing
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from codream.dream_objective import DreamLossWeights
 from codream.local_dreaming import LocalDreamConfig
+from codream.nested_config import ConfigError, build, dotted, merge, require, to_dict, to_toml
 from codream.server_optimizer import ServerOptimizerConfig
 from codream.soft_labels import MODES as SOFT_LABEL_MODES
 from codream.training import SgdConfig
 
 STRATEGIES = ("codream", "fedavg", "independent", "centralized")
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing, of the wrong type or out of range; names the field."""
-
-
-def _require(condition: bool, name: str, message: str) -> None:
-    if not condition:
-        raise ConfigError(f"{name}: {message}")
 
 
 @dataclass(frozen=True)
@@ -51,15 +40,15 @@ class DreamConfig:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "global_steps", "batches_per_round", "local_steps"):
-            _require(getattr(self, name) >= 1, f"dream.{name}", "must be >= 1")
-        _require(self.local_lr > 0, "dream.local_lr", "must be > 0")
-        _require(
+            require(getattr(self, name) >= 1, f"dream.{name}", "must be >= 1")
+        require(self.local_lr > 0, "dream.local_lr", "must be > 0")
+        require(
             self.local_optimizer in ("sgd", "adam"),
             "dream.local_optimizer",
             f"must be 'sgd' or 'adam', got {self.local_optimizer!r}",
         )
         for name in ("entropy", "bn", "tv", "l2", "adaptive", "diversity"):
-            _require(getattr(self, name) >= 0, f"dream.{name}", "must be >= 0")
+            require(getattr(self, name) >= 0, f"dream.{name}", "must be >= 0")
 
     def local(self) -> LocalDreamConfig:
         weights = DreamLossWeights(
@@ -81,17 +70,17 @@ class DistillConfig:
     soft_labels: str = "class_counts"
 
     def __post_init__(self) -> None:
-        _require(
+        require(
             self.soft_labels in SOFT_LABEL_MODES,
             "distill.soft_labels",
             f"must be one of {', '.join(SOFT_LABEL_MODES)}, got {self.soft_labels!r}",
         )
-        _require(self.temperature > 0, "distill.temperature", "must be > 0")
-        _require(self.kd_weight >= 0, "distill.kd_weight", "must be >= 0")
-        _require(self.buffer_batches >= 1, "distill.buffer_batches", "must be >= 1")
-        _require(self.epochs >= 0, "distill.epochs", "must be >= 0")
-        _require(self.dream_batch_size >= 2, "distill.dream_batch_size", "must be >= 2")
-        _require(self.lr > 0, "distill.lr", "must be > 0")
+        require(self.temperature > 0, "distill.temperature", "must be > 0")
+        require(self.kd_weight >= 0, "distill.kd_weight", "must be >= 0")
+        require(self.buffer_batches >= 1, "distill.buffer_batches", "must be >= 1")
+        require(self.epochs >= 0, "distill.epochs", "must be >= 0")
+        require(self.dream_batch_size >= 2, "distill.dream_batch_size", "must be >= 2")
+        require(self.lr > 0, "distill.lr", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -104,9 +93,9 @@ class ServerModelConfig:
     batch_size: int = 128
 
     def __post_init__(self) -> None:
-        _require(self.steps >= 0, "server_model.steps", "must be >= 0")
-        _require(self.lr > 0, "server_model.lr", "must be > 0")
-        _require(self.batch_size >= 2, "server_model.batch_size", "must be >= 2")
+        require(self.steps >= 0, "server_model.steps", "must be >= 0")
+        require(self.lr > 0, "server_model.lr", "must be > 0")
+        require(self.batch_size >= 2, "server_model.batch_size", "must be >= 2")
 
     def sgd(self) -> SgdConfig:
         """The recipe for any model trained on dreams only (server model, adaptive-teaching student)."""
@@ -123,10 +112,10 @@ class TrainConfig:
     batch_size: int = 64
 
     def __post_init__(self) -> None:
-        _require(self.lr > 0, "train.lr", "must be > 0")
-        _require(0 <= self.momentum < 1, "train.momentum", "must be in [0, 1)")
-        _require(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
-        _require(self.batch_size >= 2, "train.batch_size", "must be >= 2")
+        require(self.lr > 0, "train.lr", "must be > 0")
+        require(0 <= self.momentum < 1, "train.momentum", "must be in [0, 1)")
+        require(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        require(self.batch_size >= 2, "train.batch_size", "must be >= 2")
 
     def sgd(self) -> SgdConfig:
         return SgdConfig(self.lr, self.momentum, self.weight_decay, self.batch_size)
@@ -150,13 +139,13 @@ class SecureAggregationConfig:
     parameters_clip: float = 100.0
 
     def __post_init__(self) -> None:
-        _require(self.graph in ("complete", "secagg+"), "secagg.graph",
+        require(self.graph in ("complete", "secagg+"), "secagg.graph",
                  f"must be 'complete' or 'secagg+', got {self.graph!r}")
-        _require(self.threshold >= 0, "secagg.threshold", "must be >= 0 (0: automatic)")
-        _require(self.degree >= 0 and self.degree % 2 == 0, "secagg.degree", "must be an even int >= 0")
-        _require(self.steps_per_block >= 1, "secagg.steps_per_block", "must be >= 1")
+        require(self.threshold >= 0, "secagg.threshold", "must be >= 0 (0: automatic)")
+        require(self.degree >= 0 and self.degree % 2 == 0, "secagg.degree", "must be an even int >= 0")
+        require(self.steps_per_block >= 1, "secagg.steps_per_block", "must be >= 1")
         for name in ("dream_clip", "logits_clip", "parameters_clip"):
-            _require(getattr(self, name) > 0, f"secagg.{name}", "must be > 0")
+            require(getattr(self, name) > 0, f"secagg.{name}", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -182,46 +171,46 @@ class RunConfig:
     secagg: SecureAggregationConfig = field(default_factory=SecureAggregationConfig)
 
     def __post_init__(self) -> None:
-        _require(
+        require(
             self.strategy in STRATEGIES,
             "strategy",
             f"must be one of {', '.join(STRATEGIES)}; got {self.strategy!r}",
         )
-        _require(self.clients >= 1, "clients", f"must be >= 1, got {self.clients}")
-        _require(self.min_client_size >= 1, "min_client_size", "must be >= 1")
-        _require(self.rounds >= 0, "rounds", f"must be >= 0, got {self.rounds}")
-        _require(self.warmup_epochs >= 0, "warmup_epochs", "must be >= 0")
-        _require(self.local_epochs >= 0, "local_epochs", "must be >= 0")
-        _require(len(self.models) >= 1, "models", "name at least one model")
-        _require(
+        require(self.clients >= 1, "clients", f"must be >= 1, got {self.clients}")
+        require(self.min_client_size >= 1, "min_client_size", "must be >= 1")
+        require(self.rounds >= 0, "rounds", f"must be >= 0, got {self.rounds}")
+        require(self.warmup_epochs >= 0, "warmup_epochs", "must be >= 0")
+        require(self.local_epochs >= 0, "local_epochs", "must be >= 0")
+        require(len(self.models) >= 1, "models", "name at least one model")
+        require(
             re.fullmatch(r"iid|dirichlet:[0-9.eE+-]+", self.partition) is not None,
             "partition",
             f"must be 'iid' or 'dirichlet:ALPHA', got {self.partition!r}",
         )
-        _require(
+        require(
             self.weighting in ("samples", "equal"),
             "weighting",
             f"must be 'samples' or 'equal', got {self.weighting!r}",
         )
-        _require(
+        require(
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
             "device",
             f"must be auto, cpu, cuda or cuda:N, got {self.device!r}",
         )
-        _require(
+        require(
             self.server_optimizer.name in ("fedavg", "fedadam"),
             "server_optimizer.name",
             f"must be 'fedavg' or 'fedadam', got {self.server_optimizer.name!r}",
         )
         # ServerOptimizerConfig lives in the method core and does not validate itself.
         opt = self.server_optimizer
-        _require(opt.lr > 0, "server_optimizer.lr", f"must be > 0, got {opt.lr}")
+        require(opt.lr > 0, "server_optimizer.lr", f"must be > 0, got {opt.lr}")
         for name in ("beta1", "beta2"):
             value = getattr(opt, name)
-            _require(0 <= value < 1, f"server_optimizer.{name}", f"must be in [0, 1), got {value}")
-        _require(opt.tau > 0, "server_optimizer.tau", f"must be > 0, got {opt.tau}")
+            require(0 <= value < 1, f"server_optimizer.{name}", f"must be in [0, 1), got {value}")
+        require(opt.tau > 0, "server_optimizer.tau", f"must be > 0, got {opt.tau}")
         if self.strategy == "fedavg":
-            _require(
+            require(
                 len(set(self.models)) == 1,
                 "models",
                 "fedavg averages parameters, so every client needs the same model; "
@@ -233,117 +222,4 @@ class RunConfig:
         return self.models[client_index % len(self.models)]
 
 
-def _convert(value: Any, hint: Any, name: str) -> Any:
-    """Coerces TOML, environment (strings) and flag values to the declared type, or raises."""
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        _require(isinstance(value, Mapping), name, f"must be a table, got {value!r}")
-        return build(hint, value, prefix=f"{name}.")
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        _require(isinstance(value, (list, tuple)), name, f"must be a list, got {value!r}")
-        return tuple(str(v) for v in value)
-    if hint is bool:
-        if isinstance(value, str):
-            lowered = value.lower()
-            _require(lowered in ("true", "false", "1", "0"), name, f"must be true or false, got {value!r}")
-            return lowered in ("true", "1")
-        _require(isinstance(value, bool), name, f"must be true or false, got {value!r}")
-        return value
-    if hint is int:
-        try:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name}: must be an integer, got {value!r}") from None
-    if hint is float:
-        try:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name}: must be a number, got {value!r}") from None
-    if hint is str:
-        _require(isinstance(value, str), name, f"must be a string, got {value!r}")
-        return value
-    return value
-
-
-def build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
-    """Builds a (nested) config dataclass from a mapping; unknown keys are errors, not ignored."""
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in known:
-            raise ConfigError(
-                f"{prefix}{key}: unknown field; allowed: {', '.join(sorted(known))}"
-            )
-    kwargs = {key: _convert(value, hints[key], f"{prefix}{key}") for key, value in data.items()}
-    try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {error}") from None
-
-
-def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep merge of nested dicts; override wins."""
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(dict(out[key]), value)
-        else:
-            out[key] = value
-    return out
-
-
-def dotted(assignments: Mapping[str, Any]) -> dict[str, Any]:
-    """{'dream.global_steps': 5} → {'dream': {'global_steps': 5}}."""
-    out: dict[str, Any] = {}
-    for key, value in assignments.items():
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return out
-
-
-def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
-    """CODREAM_DREAM__GLOBAL_STEPS=5 → {'dream': {'global_steps': '5'}} (double underscore nests)."""
-    found = {
-        key[len("CODREAM_") :].lower().replace("__", "."): value
-        for key, value in environ.items()
-        if key.startswith("CODREAM_")
-    }
-    return dotted(found)
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    """Plain nested dict for metrics.json and TOML output."""
-    data = dataclasses.asdict(config)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
-
-
-def to_toml(config: RunConfig) -> str:
-    """Writes the config as TOML so a run directory records exactly what ran."""
-
-    def scalar(value: Any) -> str:
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, str):
-            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(value, (list, tuple)):
-            return "[" + ", ".join(scalar(v) for v in value) + "]"
-        return repr(value)
-
-    data = to_dict(config)
-    lines = [f"{k} = {scalar(v)}" for k, v in data.items() if not isinstance(v, dict)]
-    for section, values in data.items():
-        if isinstance(values, dict):
-            lines.append(f"\n[{section}]")
-            lines.extend(f"{k} = {scalar(v)}" for k, v in values.items())
-    return "\n".join(lines) + "\n"
+__all__ = ["ConfigError", "RunConfig", "build", "dotted", "merge", "to_dict", "to_toml"]

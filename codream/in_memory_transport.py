@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from codream.aggregation import Contribution, PlainSummer, Summer
 from codream.messages import Reply, Task, payload_bytes
+from codream.round_logic import Replies, run_round_logic
 
 
 class TaskHandler(Protocol):
@@ -27,9 +28,6 @@ def drive(
     on_report: Callable[[Any], None] | None = None,
 ) -> None:
     """Runs a round-logic generator to completion against in-process nodes."""
-    # Imported here: coordinator.round_logic itself imports the method core.
-    from coordinator.round_logic import Replies, run_round_logic
-
     summer = summer or PlainSummer()
 
     def broadcast(request: Any) -> Any:

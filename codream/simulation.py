@@ -13,20 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from client_node.build import build_node, build_seeded_model, client_partitions, node_id
 from codream.aggregation import PlainSummer, Summer
 from codream.centralized import run_centralized
 from codream.config import RunConfig
 from codream.data import Dataset, load_dataset
 from codream.devices import resolve_device
 from codream.in_memory_transport import drive
-from codream.partition import class_histogram, format_histogram, label_skew
-from codream.report import write_accuracy_plot, write_config, write_dream_grid, write_metrics
-from codream.training import predict_logits
-from coordinator.round_logic import CoordinatorRoundLogic, RoundReport
+from codream.node_build import build_node, build_seeded_model, client_partitions, node_id
+from codream.round_logic import CoordinatorRoundLogic, RoundReport
+from codream.run_outputs import final_summary, partition_summary, write_run_outputs
+from codream.secure_summer import InProcessSecureSummer
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +51,6 @@ def build_coordinator(config: RunConfig, dataset: Dataset, device: torch.device
 def default_summer(config: RunConfig, weights: dict[str, float]) -> Summer:
     """Secure aggregation whenever there are at least two clients to hide among."""
     if config.secagg.enabled and len(weights) >= 2:
-        from coordinator.secure_summer import InProcessSecureSummer
-
         return InProcessSecureSummer(config.secagg, weights)
     return PlainSummer()
 
@@ -104,52 +100,5 @@ def simulate(
     return SimulationResult(history, summary, run_dir, final_dreams)
 
 
-def partition_summary(config: RunConfig, dataset: Dataset, parts: list[np.ndarray]) -> dict[str, Any]:
-    hist = class_histogram(dataset.y_train.numpy(), parts, dataset.num_classes)
-    log.info("class histogram per client:\n%s", format_histogram(hist))
-    return {"class_histogram": hist.tolist(), "label_skew": float(label_skew(hist)),
-            "models": {node_id(i): config.model_for(i) for i in range(config.clients)}}
-
-
-def write_run_outputs(run_dir: Path, config: RunConfig, dataset: Dataset, history: list[dict[str, Any]],
-                      summary: dict[str, Any], coordinator: CoordinatorRoundLogic | None) -> None:
-    """The run directory, the same for a simulation and a cluster: config, metrics, plots, dreams."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_config(run_dir, config)
-    write_metrics(run_dir, config, history, summary)
-    write_accuracy_plot(run_dir / "accuracy.png", history,
-                        f"{config.strategy} on {config.dataset}, {config.clients} clients")
-    final_dreams = coordinator.last_dreams if coordinator is not None else None
-    if final_dreams is not None:
-        np.save(run_dir / "final_dreams.npy", final_dreams.cpu().numpy())
-        labels = None
-        if coordinator.server_model is not None:
-            labels = predict_logits(coordinator.server_model,
-                                    final_dreams.to(coordinator.device)).argmax(1).cpu()
-        write_dream_grid(run_dir / "dreams.png", final_dreams, labels,
-                         dataset.channel_mean, dataset.channel_std)
-
-
 def _as_metrics(report: RoundReport) -> dict[str, Any]:
     return report.metrics
-
-
-def final_summary(history: list[dict[str, Any]]) -> dict[str, Any]:
-    if not history:
-        return {}
-    last = history[-1]
-    accuracies = [c["accuracy"] for c in last["clients"].values()]
-    sent = [b["sent"] for m in history for b in m.get("bytes", {}).values()]
-    received = [b["received"] for m in history for b in m.get("bytes", {}).values()]
-    rounds_with_traffic = max(1, sum(1 for m in history if m.get("bytes")))
-    clients = max(1, len(last["clients"]))
-    out = {
-        "final_mean_client_accuracy": float(np.mean(accuracies)),
-        "final_std_client_accuracy": float(np.std(accuracies)),
-        "final_client_accuracy": {k: v["accuracy"] for k, v in last["clients"].items()},
-        "bytes_sent_per_client_per_round": float(sum(sent)) / clients / rounds_with_traffic,
-        "bytes_received_per_client_per_round": float(sum(received)) / clients / rounds_with_traffic,
-    }
-    if "server_accuracy" in last:
-        out["final_server_accuracy"] = last["server_accuracy"]
-    return out

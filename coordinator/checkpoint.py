@@ -17,8 +17,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from codream.atomic_files import atomic_write
 from codream.config import RunConfig, to_toml
-from codream.report import atomic_write
 
 FORMAT = "codream.coordinator-checkpoint/1"
 # Fields that choose where a run computes or writes, not what it computes.

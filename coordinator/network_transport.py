@@ -28,10 +28,10 @@ from codream.messages import (
     TrainReport,
     payload_bytes,
 )
+from codream.round_logic import Broadcast, Replies, RoundReport, run_round_logic
 from coordinator.dispatch import Dispatcher
 from coordinator.errors import InvalidMessage
 from coordinator.membership import Membership
-from coordinator.round_logic import Broadcast, Replies, RoundReport, run_round_logic
 from coordinator.run_metrics import CoordinatorMetrics, phase_name
 from coordinator.secure_rounds import SecureRounds
 from protos import serde

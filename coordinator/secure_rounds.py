@@ -20,10 +20,10 @@ import numpy as np
 from codream.aggregation import AggregateSum
 from codream.config import SecureAggregationConfig
 from codream.messages import Task
+from codream.secure_plan import clip_for, session_config, to_aggregate, weight_unit
 from coordinator.dispatch import Dispatcher, OpenTask
 from coordinator.errors import InvalidMessage, PermissionDenied
 from coordinator.membership import Member
-from coordinator.secure_plan import clip_for, session_config, to_aggregate, weight_unit
 from protos.codream.v1 import codream_pb2 as pb
 from secagg import SecAggError, SecAggServer, decode
 from secagg.messages import AdvertiseKeys, MaskedInput, ShareKeys, UnmaskResponse

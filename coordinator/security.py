@@ -16,7 +16,8 @@ from pathlib import Path
 
 import grpc
 
-from codream.report import atomic_write
+from codream.atomic_files import atomic_write
+from codream.toml_compat import tomllib
 from coordinator.errors import PermissionDenied, Unauthenticated
 
 try:

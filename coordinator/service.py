@@ -25,25 +25,26 @@ import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from client_node.build import client_partitions
+from codream.atomic_files import atomic_write_text
 from codream.config import RunConfig, to_toml
 from codream.data import load_dataset
 from codream.devices import resolve_device
-from codream.grpc_metrics import ServerMetricsInterceptor
-from codream.metrics_http import MetricsEndpoint
-from codream.report import atomic_write_text
-from codream.simulation import build_coordinator, final_summary, partition_summary, write_run_outputs
+from codream.node_build import client_partitions
+from codream.round_logic import RoundReport
+from codream.run_outputs import final_summary, partition_summary, write_run_outputs
+from codream.simulation import build_coordinator
 from coordinator.checkpoint import config_fingerprint, load_checkpoint, save_checkpoint
 from coordinator.dispatch import Dispatcher
 from coordinator.federation import Federation
 from coordinator.membership import Membership
 from coordinator.network_transport import NetworkTransport, Stopped, Timeouts
-from coordinator.round_logic import RoundReport
 from coordinator.run_metrics import CoordinatorMetrics
 from coordinator.security import ServerSecurity, server_credentials, server_options
 from coordinator.servicer import CoordinatorServicer
 from protos.codream.v1 import codream_pb2 as pb
 from protos.codream.v1 import codream_pb2_grpc as pb_grpc
+from protos.grpc_metrics import ServerMetricsInterceptor
+from protos.metrics_http import MetricsEndpoint
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Coordinator"].full_name  # codream.v1.Coordinator

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-# AES-256-CTR measured faster than ChaCha20 on AES-NI hardware (see benchmarks/secagg.py).
+# AES-256-CTR measured faster than ChaCha20 on AES-NI hardware (see benchmarks/secagg_cost.py).
 _ZERO_COUNTER = bytes(16)
 KEY_BYTES = 32
 

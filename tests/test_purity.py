@@ -16,8 +16,8 @@ PURE_MODULES = [
     "codream.data",
     "codream.models",
     "codream.partition",
-    "coordinator.round_logic",
-    "client_node.task_logic",
+    "codream.round_logic",
+    "codream.node_logic",
 ]
 
 

@@ -12,8 +12,8 @@ from torch import nn
 
 from client_node.channel import ChannelSecurity
 from client_node.daemon import EXIT_AUTH, EXIT_CONFIG, EXIT_OK, Backoff, NodeDaemon, NodeOptions
-from client_node.task_logic import LocalData, NodeTaskLogic
 from codream.config import RunConfig, to_toml
+from codream.node_logic import LocalData, NodeTaskLogic
 from protos.codream.v1 import codream_pb2 as pb
 
 CONFIG = RunConfig(dataset="digits", clients=2, models=("mlp",), weighting="equal")

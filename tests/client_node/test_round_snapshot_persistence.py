@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from client_node.build import build_node, client_partitions
 from client_node.round_snapshot import RoundSnapshots
 from codream.config import DreamConfig, RunConfig
 from codream.data import load_dataset
 from codream.messages import TrainLocal
+from codream.node_build import build_node, client_partitions
 
 CONFIG = RunConfig(dataset="digits", clients=2, rounds=1, warmup_epochs=0, models=("mlp",),
                    dream=DreamConfig(batch_size=8, global_steps=1))

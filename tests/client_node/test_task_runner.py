@@ -7,12 +7,12 @@ import pytest
 import torch
 from node_helpers import NoSnapshots, SecureCoordinator
 
-from client_node.build import build_node, client_partitions
 from client_node.task_runner import TaskRunner
 from codream.aggregation import Contribution
 from codream.config import DreamConfig, RunConfig
 from codream.data import load_dataset
 from codream.messages import DreamStep, Evaluate
+from codream.node_build import build_node, client_partitions
 from protos import serde
 from secagg import SecAggConfig
 

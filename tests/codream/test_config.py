@@ -3,11 +3,10 @@ TOML round trip."""
 
 import logging
 import os
-import sys
 
 import pytest
 
-from codream.cli import load_run_config, main
+from codream.cli import from_environment, load_run_config, main
 from codream.config import (
     ConfigError,
     DreamConfig,
@@ -15,15 +14,10 @@ from codream.config import (
     ServerModelConfig,
     build,
     dotted,
-    from_environment,
     merge,
     to_toml,
 )
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from codream.toml_compat import tomllib
 
 
 def test_defaults_are_valid_and_match_the_design():

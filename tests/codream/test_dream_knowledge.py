@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from client_node.build import build_node, build_seeded_model, client_partitions, node_id
 from codream.config import RunConfig, build
 from codream.data import load_dataset
 from codream.in_memory_transport import drive
+from codream.node_build import build_node, build_seeded_model, client_partitions, node_id
 from codream.simulation import build_coordinator
 from codream.training import SgdConfig, evaluate, predict_logits, train_on_dreams
 

@@ -1,26 +1,21 @@
 """End-to-end tests of every strategy on digits through simulate() and the in-memory transport."""
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from client_node.build import build_node, client_partitions, node_id
 from codream.aggregation import Contribution
 from codream.config import RunConfig, build, dotted, merge
 from codream.data import load_dataset
 from codream.in_memory_transport import drive
 from codream.messages import DreamStep, Skip
+from codream.node_build import build_node, client_partitions, node_id
 from codream.parameters import flatten_state
 from codream.simulation import build_coordinator, simulate
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from codream.toml_compat import tomllib
 
 pytestmark = pytest.mark.integration
 

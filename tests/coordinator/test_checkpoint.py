@@ -7,12 +7,12 @@ import threading
 import pytest
 import torch
 
-from client_node.build import build_node, client_partitions, node_id
 from client_node.round_snapshot import RoundSnapshots
 from codream.config import RunConfig, build, dotted, merge
 from codream.data import load_dataset
 from codream.in_memory_transport import drive
 from codream.messages import AcquireKnowledge, LoadParameters, TrainLocal
+from codream.node_build import build_node, client_partitions, node_id
 from codream.simulation import build_coordinator
 from coordinator.checkpoint import (
     CheckpointMismatch,

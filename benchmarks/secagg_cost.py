@@ -7,8 +7,8 @@ cipher limit measured on this machine: the same number of AES-256-CTR mask expan
 + in-place uint32 add) plus the same number of X25519 key agreements. Writes
 benchmarks/results/secagg.json and prints a table.
 
-    python benchmarks/secagg.py            # full run (a few minutes on 2 cores)
-    python benchmarks/secagg.py --quick    # small sizes, for a smoke test
+    python benchmarks/secagg_cost.py            # full run (a few minutes on 2 cores)
+    python benchmarks/secagg_cost.py --quick    # small sizes, for a smoke test
 """
 
 from __future__ import annotations

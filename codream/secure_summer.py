@@ -1,7 +1,7 @@
 """The in-process secure summer: `codream simulate` sums through the real secagg protocol.
 
 It runs a one-shot Bonawitz session per sum (keys, shares, masks, unmasking) in process, with
-the same quantisation as the cluster (coordinator.secure_plan), so a simulation and a cluster
+the same quantisation as the cluster (codream.secure_plan), so a simulation and a cluster
 with the same seeds compute the same numbers.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from codream.aggregation import AggregateSum, BadContribution, Contribution, check_contribution
 from codream.config import SecureAggregationConfig
 from codream.messages import Task
-from coordinator.secure_plan import clip_for, scaled_input, session_config, to_aggregate, weight_unit
+from codream.secure_plan import clip_for, scaled_input, session_config, to_aggregate, weight_unit
 from secagg import run_aggregation
 
 log = logging.getLogger(__name__)

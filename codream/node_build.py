@@ -11,10 +11,10 @@ import threading
 import numpy as np
 import torch
 
-from client_node.task_logic import LocalData, NodeTaskLogic
 from codream.config import RunConfig
 from codream.data import Dataset
 from codream.models import build_model
+from codream.node_logic import LocalData, NodeTaskLogic
 from codream.partition import partition
 
 
