@@ -97,7 +97,9 @@ def node_worker(port: int, indices: list[int], cpu: int | None, compute_lock, st
     pin(cpu)
     logging.basicConfig(level=logging.ERROR)
     from client_node.channel import ChannelSecurity
-    from client_node.daemon import NodeDaemon, NodeOptions, build_logic
+    from client_node.daemon import NodeDaemon
+    from client_node.node_options import NodeOptions
+    from client_node.node_setup import build_logic
 
     timings: dict[str, dict[str, tuple[float, float]]] = {}
     building = threading.Lock()  # model init seeds torch's global RNG: one node at a time
@@ -176,7 +178,7 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     from codream.local_dreaming import initial_dreams
     from codream.messages import DreamStep
     from codream.node_build import build_node, client_partitions, node_id
-    from codream.round_logic import Broadcast
+    from codream.round_protocol import Broadcast
     from codream.secure_summer import InProcessSecureSummer
     from coordinator.network_transport import NetworkTransport, Timeouts
     from coordinator.service import CoordinatorService, CoordinatorSettings
@@ -237,7 +239,7 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
             total, compute = inproc(task, secure_summer)
         else:
             transport = secure if variant == "grpc_secure" else plain
-            total = transport.broadcast(Broadcast(task, summed=True, size=size)).total
+            total = transport.broadcast(Broadcast(task, size=size)).total
         main, workers = time.process_time() - main0, worker_cpu_seconds(pids) - workers0
         row = {"wall": time.perf_counter() - wall0, "cpu": main + workers, "cpu_main": main,
                "cpu_workers": workers,

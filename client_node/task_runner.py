@@ -12,15 +12,13 @@ import logging
 from typing import Protocol
 
 from client_node.secure_contribution import SecureContribution, SecureTaskError, SessionParams
-from codream.messages import Reply, Skip, Task
+from codream.messages import TASK_KINDS, Reply, Skip, Task, TaskKind, task_type_for
 from protos import serde
 from protos.codream.v1 import codream_pb2 as pb
 from secagg import SecAggConfig, SecAggError
 
 log = logging.getLogger(__name__)
 
-METHOD_TASKS = frozenset({"train_local", "dream_step", "soft_labels", "acquire_knowledge",
-                          "fedavg_train", "load_parameters", "evaluate"})
 SECAGG_TASKS = frozenset({"secagg_begin", "key_directory", "unmask_request"})
 
 
@@ -30,6 +28,12 @@ class TaskLogic(Protocol):
 
 class Snapshots(Protocol):
     def before_task(self, round_index: int, coordinator_run: str) -> bool: ...
+
+
+def method_kind(body: str | None) -> TaskKind | None:
+    """The declaration of the method task in body field `body`, or None (secagg, control)."""
+    task_type = task_type_for(body)
+    return TASK_KINDS[task_type] if task_type is not None else None
 
 
 def is_shutdown(task: pb.Task) -> bool:
@@ -47,9 +51,6 @@ def session_params(begin: pb.SecAggBegin) -> SessionParams:
                          tuple(begin.members))
 
 
-SUMMED_BODIES = ("dream_step", "soft_labels", "fedavg_train")  # their replies are summed
-
-
 class TaskRunner:
     """One node's tasks: method tasks through its task logic, secagg tasks through its state."""
 
@@ -64,14 +65,15 @@ class TaskRunner:
         """The result to submit for `task`; never raises for a task the node cannot run."""
         out = pb.TaskResult(member_id=member_id, task_id=task.task_id, sequence=task.sequence)
         kind = task.WhichOneof("body")
+        method = method_kind(kind)
         try:
-            if kind in METHOD_TASKS and task.HasField("secure"):
+            if method is not None and task.HasField("secure"):
                 self._secure_method_task(task, out)
-            elif kind in SUMMED_BODIES and self._secure_required():
+            elif method is not None and method.summed and self._secure_required():
                 # the node's own run config says secure aggregation: never hand out a clear update
                 raise SecureTaskError(f"{kind} without secure aggregation, which this run requires; "
                                       "refusing to send a clear update")
-            elif kind in METHOD_TASKS:
+            elif method is not None:
                 serde.reply_to_proto(self._handle(task), out)
             elif kind in SECAGG_TASKS:
                 out.secagg_message = self._secagg_task(task, kind)

@@ -15,9 +15,8 @@ from codream.local_dreaming import LocalDreamConfig
 from codream.nested_config import ConfigError, build, dotted, merge, require, to_dict, to_toml
 from codream.server_optimizer import ServerOptimizerConfig
 from codream.soft_labels import MODES as SOFT_LABEL_MODES
+from codream.strategies import STRATEGIES
 from codream.training import SgdConfig
-
-STRATEGIES = ("codream", "fedavg", "independent", "centralized")
 
 
 @dataclass(frozen=True)
@@ -209,13 +208,7 @@ class RunConfig:
             value = getattr(opt, name)
             require(0 <= value < 1, f"server_optimizer.{name}", f"must be in [0, 1), got {value}")
         require(opt.tau > 0, "server_optimizer.tau", f"must be > 0, got {opt.tau}")
-        if self.strategy == "fedavg":
-            require(
-                len(set(self.models)) == 1,
-                "models",
-                "fedavg averages parameters, so every client needs the same model; "
-                f"got {', '.join(self.models)}",
-            )
+        STRATEGIES[self.strategy].check_config(self)
 
     def model_for(self, client_index: int) -> str:
         """Clients take the listed models in turn, so 4 names give 4 architectures."""

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from codream.aggregation import Contribution, PlainSummer, Summer
 from codream.messages import Reply, Task, payload_bytes
-from codream.round_logic import Replies, run_round_logic
+from codream.round_protocol import Replies, run_round_logic
 
 
 class TaskHandler(Protocol):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable
 
 import torch
@@ -172,3 +173,16 @@ def _build_from_path(path: str, input_shape: tuple[int, int, int], num_classes: 
             f"model path {path!r}: factory returned {type(model).__name__}, not a torch nn.Module"
         )
     return model
+
+
+_GLOBAL_RNG = threading.Lock()  # torch's CPU generator is one per process, shared by threads
+
+
+def build_seeded_model(name: str, input_shape: tuple[int, int, int], num_classes: int, seed: int
+                       ) -> nn.Module:
+    """`build_model` with its initial weights drawn from `seed`, leaving the global generator as it
+    was. Held under a lock: nodes built on threads of one process must get exactly the weights
+    `codream simulate` gives them."""
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(name, input_shape, num_classes)

@@ -1,13 +1,16 @@
 """A node's task logic: one client's data, model and device, driven by domain messages.
 
 No network here: the in-memory transport calls `handle` directly and the gRPC daemon calls it
-for each task it pulls, so both compute the same thing.
+for each task it pulls, so both compute the same thing. Each handler says which task type it
+handles (`@handles`); that is the node's whole dispatch table.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -45,6 +48,21 @@ from codream.training import (
 
 log = logging.getLogger(__name__)
 
+_HANDLERS: dict[type, Callable[[Any, Any], Reply]] = {}
+_Handler = TypeVar("_Handler", bound=Callable[..., Reply])
+
+
+def handles(task_type: type) -> Callable[[_Handler], _Handler]:
+    """Marks a NodeTaskLogic method as the handler of `task_type` (one handler per type)."""
+
+    def register(method: _Handler) -> _Handler:
+        if task_type in _HANDLERS:
+            raise ValueError(f"{task_type.__name__} already has a handler")
+        _HANDLERS[task_type] = method
+        return method
+
+    return register
+
 
 @dataclass(frozen=True)
 class LocalData:
@@ -81,18 +99,10 @@ class NodeTaskLogic:
         self.weight = float(len(data.x_train)) if config.weighting == "samples" else 1.0
 
     def handle(self, task: Task) -> Reply:
-        handler = {
-            TrainLocal: self._train_local,
-            DreamStep: self._dream_step,
-            SoftLabels: self._soft_labels,
-            AcquireKnowledge: self._acquire_knowledge,
-            FedAvgTrain: self._fedavg_train,
-            LoadParameters: self._load_parameters,
-            Evaluate: self._evaluate,
-        }.get(type(task))
+        handler = _HANDLERS.get(type(task))
         if handler is None:
             raise TypeError(f"node {self.node_id}: unknown task type {type(task).__name__}")
-        return handler(task)
+        return handler(self, task)
 
     def _contribution(self, values: torch.Tensor, what: str, round_index: int,
                       already_weighted: bool = False) -> Reply:
@@ -107,6 +117,7 @@ class NodeTaskLogic:
             return Skip(f"{bad} non-finite values in {what}")
         return Contribution(flat, self.weight)
 
+    @handles(TrainLocal)
     def _train_local(self, task: TrainLocal) -> Reply:
         loss = train_supervised(
             self.model, self.x_train, self.y_train, task.epochs, self.config.train.sgd(),
@@ -114,10 +125,10 @@ class NodeTaskLogic:
         )
         return TrainReport(len(self.x_train), loss)
 
+    @handles(DreamStep)
     def _dream_step(self, task: DreamStep) -> Reply:
+        # (B, C, H, W); a DreamStep's dreams always have its shape (checked on construction)
         dreams = task.dreams if task.dreams is not None else initial_dreams(task.seed, task.shape)
-        if tuple(dreams.shape) != tuple(task.shape):
-            raise ValueError(f"dreams have shape {tuple(dreams.shape)}, task says {task.shape}")
         dream_config = self.config.dream
         use_student = (
             self.student is not None
@@ -130,12 +141,14 @@ class NodeTaskLogic:
         )
         return self._contribution(delta, "dream update", task.round)
 
+    @handles(SoftLabels)
     def _soft_labels(self, task: SoftLabels) -> Reply:
         logits = predict_logits(self.model, task.dreams.to(self.device))  # (B, classes)
         counts = torch.bincount(self.y_train.cpu(), minlength=logits.shape[1])
         values = soft_label_values(logits, self.weight, counts, self.config.distill.soft_labels)
         return self._contribution(values, "soft labels", task.round, already_weighted=True)
 
+    @handles(AcquireKnowledge)
     def _acquire_knowledge(self, task: AcquireKnowledge) -> Reply:
         distill = self.config.distill
         self.buffer.add(task.dreams.to(self.device), task.logits.to(self.device))
@@ -155,6 +168,7 @@ class NodeTaskLogic:
                             distill.temperature, self.generator)
         return TrainReport(len(self.x_train), loss)
 
+    @handles(FedAvgTrain)
     def _fedavg_train(self, task: FedAvgTrain) -> Reply:
         if task.parameters is not None:
             load_flat_state(self.model, task.parameters)
@@ -165,10 +179,12 @@ class NodeTaskLogic:
         return self._contribution(torch.from_numpy(flatten_state(self.model)), "parameters",
                                   task.round)
 
+    @handles(LoadParameters)
     def _load_parameters(self, task: LoadParameters) -> Reply:
         load_flat_state(self.model, task.parameters)
         return Ack()
 
+    @handles(Evaluate)
     def _evaluate(self, task: Evaluate) -> Reply:
         accuracy, loss = evaluate(self.model, self.x_test, self.y_test)
         return EvalReport(accuracy, loss, len(self.x_test))

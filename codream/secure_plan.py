@@ -14,20 +14,18 @@ import numpy as np
 
 from codream.aggregation import AggregateSum, Contribution
 from codream.config import SecureAggregationConfig
-from codream.messages import DreamStep, FedAvgTrain, SoftLabels, Task
+from codream.messages import Task, kind_of
 from secagg import SecAggConfig, StepResult
 
 MIN_CONTRIBUTORS = 2  # a secure sum is released only when it hides each update among others
 
 
 def clip_for(task: Task, settings: SecureAggregationConfig) -> float:
-    if isinstance(task, DreamStep):
-        return settings.dream_clip
-    if isinstance(task, SoftLabels):
-        return settings.logits_clip
-    if isinstance(task, FedAvgTrain):
-        return settings.parameters_clip
-    raise TypeError(f"{type(task).__name__} is not a summed task")
+    """The bound on |(w/W)·v| that the task's declaration names."""
+    clip = kind_of(task).clip
+    if clip is None:
+        raise TypeError(f"{type(task).__name__} is not a summed task")
+    return float(getattr(settings, clip))
 
 
 def weight_unit(weights: Iterable[float]) -> float:

@@ -16,15 +16,16 @@ from typing import Any
 import torch
 
 from codream.aggregation import PlainSummer, Summer
-from codream.centralized import run_centralized
 from codream.config import RunConfig
-from codream.data import Dataset, load_dataset
+from codream.data import load_dataset
 from codream.devices import resolve_device
 from codream.in_memory_transport import drive
-from codream.node_build import build_node, build_seeded_model, client_partitions, node_id
-from codream.round_logic import CoordinatorRoundLogic, RoundReport
+from codream.node_build import build_node, client_partitions, node_id
+from codream.round_logic import build_coordinator
+from codream.round_protocol import RoundReport
 from codream.run_outputs import final_summary, partition_summary, write_run_outputs
 from codream.secure_summer import InProcessSecureSummer
+from codream.strategies import strategy_named
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +36,6 @@ class SimulationResult:
     summary: dict[str, Any]
     run_dir: Path | None
     final_dreams: torch.Tensor | None
-
-
-def build_coordinator(config: RunConfig, dataset: Dataset, device: torch.device
-                      ) -> CoordinatorRoundLogic:
-    server_model = None
-    if config.strategy == "codream" and config.server_model.model:
-        server_model = build_seeded_model(config.server_model.model, dataset, config.seed + 99_991)
-    return CoordinatorRoundLogic(
-        config, dataset.input_shape, dataset.num_classes, server_model,
-        dataset.x_test, dataset.y_test, device,
-    )
 
 
 def default_summer(config: RunConfig, weights: dict[str, float]) -> Summer:
@@ -76,9 +66,9 @@ def simulate(
         if on_round is not None:
             on_round(metrics)
 
-    if config.strategy == "centralized":
-        model = build_seeded_model(config.model_for(0), dataset, config.seed + 1)
-        for metrics in run_centralized(config, dataset, model, device):
+    strategy = strategy_named(config.strategy)
+    if not strategy.federated:
+        for metrics in strategy.run_pooled(config, dataset, device):
             record(metrics)
     else:
         parts = client_partitions(config, dataset)

@@ -17,18 +17,8 @@ from typing import Any
 
 from codream.aggregation import PlainSummer
 from codream.config import RunConfig
-from codream.messages import (
-    Ack,
-    AcquireKnowledge,
-    EvalReport,
-    Evaluate,
-    LoadParameters,
-    Skip,
-    TrainLocal,
-    TrainReport,
-    payload_bytes,
-)
-from codream.round_logic import Broadcast, Replies, RoundReport, run_round_logic
+from codream.messages import Skip, kind_of, payload_bytes
+from codream.round_protocol import Broadcast, Replies, RoundReport, run_round_logic
 from coordinator.dispatch import Dispatcher
 from coordinator.errors import InvalidMessage
 from coordinator.membership import Membership
@@ -38,10 +28,6 @@ from protos import serde
 from protos.codream.v1 import codream_pb2 as pb
 
 log = logging.getLogger(__name__)
-
-_EXPECTED = {TrainLocal: (TrainReport, Skip), AcquireKnowledge: (TrainReport, Skip),
-             Evaluate: (EvalReport, Skip), LoadParameters: (Ack, Skip)}
-
 
 class Stopped(Exception):
     """The run was stopped (SIGTERM) before it finished; the last checkpoint is intact."""
@@ -142,19 +128,16 @@ class NetworkTransport:
             log.info("round %d starts with %d of %d nodes", self._round, len(present), roster)
 
     def _acceptor(self, request: Broadcast) -> Callable[[pb.TaskResult], Any]:
-        allowed = _EXPECTED.get(type(request.task))
+        allowed = (*kind_of(request.task).replies, Skip)
 
         def accept(result: pb.TaskResult) -> Any:
             if request.summed and result.WhichOneof("body") == "masked":
                 raise InvalidMessage("secure aggregation is off: send a clear contribution")
             reply = serde.reply_from_proto(result, request.size or None)
-            if request.summed:
-                if not isinstance(reply, (serde.Contribution, Skip)):
-                    raise InvalidMessage(f"{request.task.task_id}: expected a contribution, "
-                                         f"got {type(reply).__name__}")
-            elif allowed is not None and not isinstance(reply, allowed):
-                names = " or ".join(k.__name__ for k in allowed)
-                raise InvalidMessage(f"{request.task.task_id}: expected {names}, got {type(reply).__name__}")
+            if not isinstance(reply, allowed):
+                expected = "a contribution" if request.summed else " or ".join(k.__name__ for k in allowed)
+                raise InvalidMessage(f"{request.task.task_id}: expected {expected}, "
+                                     f"got {type(reply).__name__}")
             return reply
 
         return accept

@@ -30,9 +30,9 @@ from codream.config import RunConfig, to_toml
 from codream.data import load_dataset
 from codream.devices import resolve_device
 from codream.node_build import client_partitions
-from codream.round_logic import RoundReport
+from codream.round_logic import build_coordinator
+from codream.round_protocol import RoundReport
 from codream.run_outputs import final_summary, partition_summary, write_run_outputs
-from codream.simulation import build_coordinator
 from coordinator.checkpoint import config_fingerprint, load_checkpoint, save_checkpoint
 from coordinator.dispatch import Dispatcher
 from coordinator.federation import Federation

@@ -1,33 +1,28 @@
 """Paired converters between the domain messages (codream.messages) and the wire (codream.v1).
 
-Every `x_to_proto` has its `x_from_proto`, round-trip tested. Decoding validates what the wire
-cannot: dtypes, byte counts against shapes, and shapes against what the receiver expects; a
-violation raises `WireError`, which the servicers answer with INVALID_ARGUMENT.
+Every `x_to_proto` has its `x_from_proto`, round-trip tested. Nothing here lists the task
+types: a task's declaration names its field in `Task.body`, and its dataclass fields map onto
+that message's fields of the same name by their declared types (a tensor, an array, a tuple of
+ints, a scalar; `| None` for a message field that may be absent). Decoding validates what the
+wire cannot: dtypes, byte counts against shapes, shapes against what the receiver expects, and
+the message's own checks; a violation raises `WireError`, which the servicers answer with
+INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
+import types
+import typing
+from typing import Any
 
 import numpy as np
 import torch
 
 from codream.aggregation import Contribution
-from codream.messages import (
-    Ack,
-    AcquireKnowledge,
-    DreamStep,
-    EvalReport,
-    Evaluate,
-    FedAvgTrain,
-    LoadParameters,
-    Reply,
-    Skip,
-    SoftLabels,
-    Task,
-    TrainLocal,
-    TrainReport,
-)
+from codream.messages import REPLY_WIRE_FIELDS, Reply, Task, kind_of, task_type_for
 from protos.codream.v1 import codream_pb2 as pb
 
 PROTOCOL = "codream.v1"
@@ -71,117 +66,108 @@ def tensor_from_proto(
     return array.astype(DTYPES[message.dtype], copy=True).reshape(dims)
 
 
-def _torch(message: pb.Tensor, what: str, shape: tuple[int, ...] | None = None) -> torch.Tensor:
-    return torch.from_numpy(tensor_from_proto(message, what, "float32", shape))
+# ---- dataclass fields <-> message fields ------------------------------------------------
+@functools.cache
+def _body_fields(cls: type) -> tuple[tuple[str, Any, bool], ...]:
+    """(name, type, optional) of each field of `cls` that travels in its body message."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.name in ("task_id", "round"):
+            continue
+        hint, optional = hints[f.name], False
+        if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint):
+            (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+            optional = True
+        out.append((f.name, hint, optional))
+    return tuple(out)
+
+
+def _fill(body: Any, message: object) -> None:
+    body.SetInParent()  # an empty body (Evaluate, Ack) is still set
+    for name, _hint, _optional in _body_fields(type(message)):
+        value = getattr(message, name)
+        if value is None:
+            continue
+        if isinstance(value, (torch.Tensor, np.ndarray)):
+            getattr(body, name).CopyFrom(tensor_to_proto(value))
+        elif isinstance(value, tuple):
+            getattr(body, name).extend(value)
+        else:
+            setattr(body, name, value)
+
+
+def _read(cls: type, body: Any, what: str, sizes: dict[str, int] | None = None) -> dict[str, Any]:
+    """The dataclass fields of `cls` from its body message; `sizes` fixes flat array lengths."""
+    values: dict[str, Any] = {}
+    for name, hint, optional in _body_fields(cls):
+        if optional and not body.HasField(name):
+            values[name] = None
+        elif hint is torch.Tensor:
+            values[name] = torch.from_numpy(tensor_from_proto(getattr(body, name), f"{what}.{name}",
+                                                              "float32"))
+        elif hint is np.ndarray:
+            size = (sizes or {}).get(name)
+            values[name] = tensor_from_proto(getattr(body, name), f"{what}.{name}", "float32",
+                                             (size,) if size else None)
+        elif typing.get_origin(hint) is tuple:
+            values[name] = tuple(int(v) for v in getattr(body, name))
+        else:
+            values[name] = getattr(body, name)
+    return values
 
 
 # ---- tasks --------------------------------------------------------------------------------
 def task_to_proto(task: Task) -> pb.Task:
     """The task body; the transport fills in coordinator_run, sequence and secure."""
+    try:
+        kind = kind_of(task)
+    except TypeError as error:
+        raise WireError(f"no wire form for task: {error}") from None
     out = pb.Task(task_id=task.task_id, round=task.round)
-    if isinstance(task, TrainLocal):
-        out.train_local.epochs = task.epochs
-    elif isinstance(task, DreamStep):
-        body = out.dream_step
-        body.batch, body.step, body.seed = task.batch, task.step, task.seed
-        body.shape.extend(task.shape)
-        if task.dreams is not None:
-            body.dreams.CopyFrom(tensor_to_proto(task.dreams))
-    elif isinstance(task, SoftLabels):
-        out.soft_labels.dreams.CopyFrom(tensor_to_proto(task.dreams))
-    elif isinstance(task, AcquireKnowledge):
-        out.acquire_knowledge.dreams.CopyFrom(tensor_to_proto(task.dreams))
-        out.acquire_knowledge.logits.CopyFrom(tensor_to_proto(task.logits))
-    elif isinstance(task, FedAvgTrain):
-        out.fedavg_train.epochs = task.epochs
-        if task.parameters is not None:
-            out.fedavg_train.parameters.CopyFrom(tensor_to_proto(task.parameters))
-    elif isinstance(task, LoadParameters):
-        out.load_parameters.parameters.CopyFrom(tensor_to_proto(task.parameters))
-    elif isinstance(task, Evaluate):
-        out.evaluate.SetInParent()
-    else:
-        raise WireError(f"no wire form for task {type(task).__name__}")
+    _fill(getattr(out, kind.wire_field), task)
     return out
 
 
 def task_from_proto(message: pb.Task) -> Task:
-    kind = message.WhichOneof("body")
-    task_id, round_index = message.task_id, message.round
-    if kind == "train_local":
-        return TrainLocal(task_id, round_index, message.train_local.epochs)
-    if kind == "dream_step":
-        body = message.dream_step
-        shape = tuple(int(d) for d in body.shape)
-        if len(shape) != 4 or min(shape) < 1:
-            raise WireError(f"dream_step: shape must be (B, C, H, W) of positive sizes, got {shape}")
-        dreams = _torch(body.dreams, "dream_step.dreams", shape) if body.HasField("dreams") else None
-        return DreamStep(task_id, round_index, body.batch, body.step, body.seed, shape, dreams)
-    if kind == "soft_labels":
-        return SoftLabels(task_id, round_index, _torch(message.soft_labels.dreams, "soft_labels.dreams"))
-    if kind == "acquire_knowledge":
-        body = message.acquire_knowledge
-        dreams = _torch(body.dreams, "acquire_knowledge.dreams")
-        logits = _torch(body.logits, "acquire_knowledge.logits")
-        if logits.ndim != 2 or dreams.ndim != 4 or logits.shape[0] != dreams.shape[0]:
-            raise WireError(f"acquire_knowledge: logits {tuple(logits.shape)} do not match dreams "
-                            f"{tuple(dreams.shape)}")
-        return AcquireKnowledge(task_id, round_index, dreams, logits)
-    if kind == "fedavg_train":
-        body = message.fedavg_train
-        parameters = (tensor_from_proto(body.parameters, "fedavg_train.parameters", "float32")
-                      if body.HasField("parameters") else None)
-        return FedAvgTrain(task_id, round_index, body.epochs, parameters)
-    if kind == "load_parameters":
-        parameters = tensor_from_proto(message.load_parameters.parameters, "load_parameters.parameters",
-                                       "float32")
-        return LoadParameters(task_id, round_index, parameters)
-    if kind == "evaluate":
-        return Evaluate(task_id, round_index)
-    raise WireError(f"task {task_id!r} has no method-level body ({kind})")
+    field = message.WhichOneof("body")
+    cls = task_type_for(field)
+    if cls is None:
+        raise WireError(f"task {message.task_id!r} has no method-level body ({field})")
+    values = _read(cls, getattr(message, field), field)
+    try:
+        return cls(message.task_id, message.round, **values)
+    except ValueError as error:  # the message's own checks (shapes that must agree)
+        raise WireError(f"{field}: {error}") from None
 
 
 # ---- replies ------------------------------------------------------------------------------
 def reply_to_proto(reply: Reply, out: pb.TaskResult) -> pb.TaskResult:
     """Fills the body of `out` (which carries member id, task id and sequence)."""
-    if isinstance(reply, TrainReport):
-        out.train_report.num_samples, out.train_report.loss = reply.num_samples, reply.loss
-    elif isinstance(reply, EvalReport):
-        body = out.eval_report
-        body.accuracy, body.loss, body.num_samples = reply.accuracy, reply.loss, reply.num_samples
-    elif isinstance(reply, Ack):
-        out.ack.SetInParent()
-    elif isinstance(reply, Skip):
-        out.skip.reason = reply.reason
-    elif isinstance(reply, Contribution):
-        out.contribution.weighted_values.CopyFrom(tensor_to_proto(reply.weighted_values))
-        out.contribution.weight = reply.weight
-    else:
+    field = REPLY_WIRE_FIELDS.get(type(reply))
+    if field is None:
         raise WireError(f"no wire form for reply {type(reply).__name__}")
+    _fill(getattr(out, field), reply)
     return out
 
 
 def reply_from_proto(message: pb.TaskResult, size: int | None = None) -> Reply:
     """The domain reply; a contribution is checked against the expected length `size`."""
-    kind = message.WhichOneof("body")
-    if kind == "train_report":
-        return TrainReport(message.train_report.num_samples, message.train_report.loss)
-    if kind == "eval_report":
-        body = message.eval_report
-        return EvalReport(body.accuracy, body.loss, body.num_samples)
-    if kind == "ack":
-        return Ack()
-    if kind == "skip":
-        return Skip(message.skip.reason)
-    if kind == "contribution":
-        body = message.contribution
-        shape = None if not size else (size,)
-        values = tensor_from_proto(body.weighted_values, "contribution.weighted_values", "float32", shape)
-        if values.ndim != 1:
-            raise WireError(f"contribution.weighted_values must be flat, got shape {values.shape}")
-        if not np.isfinite(values).all():
-            raise WireError(f"contribution: {int((~np.isfinite(values)).sum())} non-finite values")
-        if not math.isfinite(body.weight) or body.weight <= 0:
-            raise WireError(f"contribution: weight must be finite and > 0, got {body.weight}")
-        return Contribution(values, body.weight)
-    raise WireError(f"result for {message.task_id!r} has no method-level body ({kind})")
+    field = message.WhichOneof("body")
+    cls = next((c for c, f in REPLY_WIRE_FIELDS.items() if f == field), None)
+    if cls is None:
+        raise WireError(f"result for {message.task_id!r} has no method-level body ({field})")
+    reply = cls(**_read(cls, getattr(message, field), field, {"weighted_values": size or 0}))
+    if isinstance(reply, Contribution):
+        _check_contribution(reply)
+    return reply
+
+
+def _check_contribution(contribution: Contribution) -> None:
+    values = contribution.weighted_values
+    if values.ndim != 1:
+        raise WireError(f"contribution.weighted_values must be flat, got shape {values.shape}")
+    if not np.isfinite(values).all():
+        raise WireError(f"contribution: {int((~np.isfinite(values)).sum())} non-finite values")
+    if not math.isfinite(contribution.weight) or contribution.weight <= 0:
+        raise WireError(f"contribution: weight must be finite and > 0, got {contribution.weight}")

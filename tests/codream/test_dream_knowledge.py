@@ -13,8 +13,9 @@ import torch
 from codream.config import RunConfig, build
 from codream.data import load_dataset
 from codream.in_memory_transport import drive
-from codream.node_build import build_node, build_seeded_model, client_partitions, node_id
-from codream.simulation import build_coordinator
+from codream.models import build_seeded_model
+from codream.node_build import build_node, client_partitions, node_id
+from codream.round_logic import build_coordinator
 from codream.training import SgdConfig, evaluate, predict_logits, train_on_dreams
 
 pytestmark = pytest.mark.integration
@@ -48,7 +49,7 @@ def _students_accuracy(dataset_name: str, clients: int, warmup_epochs: int, batc
     coordinator = build_coordinator(config, dataset, cpu)
     drive(coordinator.run(), nodes)  # round 0: warm-up; round 1: synthesis + soft labels
 
-    dreams, dream_logits = coordinator.server_buffer.tensors()  # (B, C, H, W), (B, classes)
+    dreams, dream_logits = coordinator.strategy.server_buffer.tensors()  # (B, C, H, W), (B, classes)
     assert dreams.shape == (batch_size, *dataset.input_shape)
     teachers = [node.model for node in nodes.values()]
     teacher_accuracy = [evaluate(t, dataset.x_test, dataset.y_test)[0] for t in teachers]
@@ -60,7 +61,7 @@ def _students_accuracy(dataset_name: str, clients: int, warmup_epochs: int, batc
 
     accuracies = []
     for x, z in ((dreams, dream_logits), (noise, noise_logits)):
-        student = build_seeded_model("cnn", dataset, seed + 5)
+        student = build_seeded_model("cnn", dataset.input_shape, dataset.num_classes, seed + 5)
         train_on_dreams(student, x, z, student_steps, SgdConfig(0.05, 0.9, 5e-4, 64),
                         config.distill.temperature, torch.Generator().manual_seed(seed + 2))
         accuracies.append(evaluate(student, dataset.x_test, dataset.y_test)[0])

@@ -14,7 +14,8 @@ from codream.in_memory_transport import drive
 from codream.messages import DreamStep, Skip
 from codream.node_build import build_node, client_partitions, node_id
 from codream.parameters import flatten_state
-from codream.simulation import build_coordinator, simulate
+from codream.round_logic import build_coordinator
+from codream.simulation import simulate
 from codream.toml_compat import tomllib
 
 pytestmark = pytest.mark.integration

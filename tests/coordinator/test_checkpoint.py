@@ -13,7 +13,7 @@ from codream.data import load_dataset
 from codream.in_memory_transport import drive
 from codream.messages import AcquireKnowledge, LoadParameters, TrainLocal
 from codream.node_build import build_node, client_partitions, node_id
-from codream.simulation import build_coordinator
+from codream.round_logic import build_coordinator
 from coordinator.checkpoint import (
     CheckpointMismatch,
     config_fingerprint,
@@ -154,8 +154,8 @@ def test_fedavg_resumes_after_a_crash_mid_round_bit_for_bit(digits, tmp_path):
 
     assert [r.round for r in reports] == [1, 2]
     assert _without_seconds(resumed.history) == _without_seconds(reference.history)
-    assert torch.equal(torch.from_numpy(resumed.global_parameters),
-                       torch.from_numpy(reference.global_parameters))
+    assert torch.equal(torch.from_numpy(resumed.strategy.global_parameters),
+                       torch.from_numpy(reference.strategy.global_parameters))
     _assert_same_models(nodes, reference_nodes)
 
 

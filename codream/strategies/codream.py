@@ -1,0 +1,152 @@
+"""CoDream (Singh et al. 2024): clients optimise shared dreams together and distil what they agree on.
+
+Per round: local training (warm-up in round 0), then for each dream batch S global steps in
+which every node returns w_k·Δ_k and the coordinator applies the server optimiser to the mean
+change (FedAdam), the summed soft labels on the final dreams, and knowledge acquisition on every
+node. The coordinator's server model learns from the dreams only; its test accuracy measures
+dream quality.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from codream.dream_buffer import DreamBuffer
+from codream.local_dreaming import initial_dreams
+from codream.messages import AcquireKnowledge, DreamStep, SoftLabels, TrainLocal
+from codream.models import build_seeded_model
+from codream.round_protocol import Broadcast, Replies, RoundSteps
+from codream.server_optimizer import apply_update, init_state
+from codream.soft_labels import aggregated_logits, soft_label_size
+from codream.strategies.base import FederationSetting, Strategy, cpu_copy
+from codream.training import evaluate, train_on_dreams
+
+if TYPE_CHECKING:
+    from codream.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+
+def dream_seed(seed: int, round_index: int, batch: int) -> int:
+    """Distinct, reproducible x̂⁰ seed per (run, round, batch)."""
+    return (seed * 1_000_003 + round_index * 1_009 + batch) % (2**63 - 1)
+
+
+class CoDream(Strategy):
+    name = "codream"
+    tasks = (TrainLocal, DreamStep, SoftLabels, AcquireKnowledge)
+
+    def __init__(self, setting: FederationSetting) -> None:
+        super().__init__(setting)
+        config = setting.config
+        if config.server_model.model:
+            self.server_model = build_seeded_model(
+                config.server_model.model, setting.input_shape, setting.num_classes,
+                config.seed + 99_991,
+            ).to(setting.device)
+        self.server_buffer = DreamBuffer(config.distill.buffer_batches)
+        self.generator = torch.Generator().manual_seed(config.seed + 424_242)
+
+    @classmethod
+    def node_needs_student(cls, config: RunConfig) -> bool:
+        return config.dream.adaptive > 0
+
+    def round(self, round_index: int) -> RoundSteps:
+        r, config = round_index, self.config
+        epochs = config.warmup_epochs if r == 0 else config.local_epochs
+        if epochs > 0:
+            yield Broadcast(TrainLocal(f"r{r}/train", r, epochs))
+        if r == 0:
+            return {}
+        fewest: list[int] = []  # clients summed in each dream step
+        excluded: dict[str, str] = {}
+        for b in range(config.dream.batches_per_round):
+            dreams = yield from self._synthesise(r, b, fewest, excluded)
+            yield from self._share_knowledge(r, b, dreams)
+        extra: dict[str, Any] = {"dream_steps_summed": int(min(fewest)) if fewest else 0,
+                                 "excluded": excluded}
+        extra.update(self._train_server_model())
+        return extra
+
+    def _synthesise(self, r: int, b: int, fewest: list[int], excluded: dict[str, str]
+                    ) -> Generator[Broadcast, Replies, torch.Tensor]:
+        """S global steps on one dream batch; returns the final dreams (B, C, H, W)."""
+        config = self.config
+        dream_shape = (config.dream.batch_size, *self.setting.input_shape)
+        size = int(np.prod(dream_shape))
+        seed = dream_seed(config.seed, r, b)
+        dreams = initial_dreams(seed, dream_shape)  # (B, C, H, W)
+        state = init_state(config.server_optimizer, dreams)
+        for s in range(config.dream.global_steps):
+            task = DreamStep(f"r{r}/b{b}/s{s}", r, b, s, seed, dream_shape, None if s == 0 else dreams)
+            total = (yield Broadcast(task, size)).total
+            assert total is not None  # a summed task always comes back summed
+            fewest.append(len(total.contributors))
+            for node, why in total.excluded.items():  # the first reason is when it dropped
+                excluded.setdefault(node, why)
+            if total.weight <= 0:
+                log.warning("round %d step %d: no usable dream update; step skipped", r, s)
+                continue
+            delta = torch.from_numpy(total.mean().astype(np.float32)).view(dream_shape)
+            dreams, state = apply_update(config.server_optimizer, state, dreams, delta)
+        return dreams
+
+    def _share_knowledge(self, r: int, b: int, dreams: torch.Tensor
+                         ) -> Generator[Broadcast, Replies, None]:
+        """Summed soft labels on the final dreams, then knowledge acquisition on every node."""
+        config = self.config
+        mode = config.distill.soft_labels
+        classes = self.setting.num_classes
+        logits_size = soft_label_size(config.dream.batch_size, classes, mode)
+        total = (yield Broadcast(SoftLabels(f"r{r}/b{b}/labels", r, dreams), logits_size)).total
+        assert total is not None
+        if total.weight <= 0:
+            log.warning("round %d: no soft labels aggregated; batch dropped", r)
+            return
+        logits = aggregated_logits(torch.from_numpy(total.total.astype(np.float32)), total.weight,
+                                   config.dream.batch_size, classes, mode)
+        yield Broadcast(AcquireKnowledge(f"r{r}/b{b}/acquire", r, dreams, logits))
+        device = self.setting.device
+        self.server_buffer.add(dreams.to(device), logits.to(device))
+        self.last_dreams = dreams
+
+    def _train_server_model(self) -> dict[str, Any]:
+        """The server model learns from dreams only; its test accuracy measures dream quality."""
+        if self.server_model is None or self.server_buffer.num_batches == 0:
+            return {}
+        server = self.config.server_model
+        dreams, logits = self.server_buffer.tensors()
+        train_on_dreams(self.server_model, dreams, logits, server.steps, server.sgd(),
+                        self.config.distill.temperature, self.generator)
+        x_test, y_test = self.setting.x_test, self.setting.y_test
+        if x_test is None or y_test is None:
+            return {}
+        accuracy, _ = evaluate(self.server_model, x_test, y_test)
+        return {"server_accuracy": accuracy}
+
+    # ---- checkpoints -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The server model needs no optimiser state: `train_on_dreams` builds a fresh SGD."""
+        return {
+            "server_model": ({k: cpu_copy(v) for k, v in self.server_model.state_dict().items()}
+                             if self.server_model is not None else None),
+            "server_buffer": [[cpu_copy(d), cpu_copy(z)] for d, z in self.server_buffer.state()],
+            "generator": self.generator.get_state(),
+            "last_dreams": cpu_copy(self.last_dreams) if self.last_dreams is not None else None,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if (state["server_model"] is None) != (self.server_model is None):
+            raise ValueError("checkpoint and this coordinator disagree on having a server model")
+        if self.server_model is not None:
+            self.server_model.load_state_dict(state["server_model"])
+        device = self.setting.device
+        self.server_buffer.load_state([(d.to(device), z.to(device)) for d, z in state["server_buffer"]])
+        self.generator.set_state(state["generator"])
+        last = state["last_dreams"]
+        self.last_dreams = last.clone() if last is not None else None
