@@ -21,7 +21,7 @@ from secagg.errors import (
 )
 from secagg.messages import decode
 from secagg.quantize import FixedPoint
-from secagg.server import SecAggServer, StepResult
+from secagg.server import SecAggServer, ServerPhase, StepResult
 from secagg.session import InProcessSession, run_aggregation
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "SecAggConfig",
     "SecAggError",
     "SecAggServer",
+    "ServerPhase",
     "SessionMismatch",
     "SignatureInvalid",
     "StepMismatch",

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -31,7 +31,6 @@ from secagg.errors import (
     MalformedMessage,
     PhaseError,
     RevealRefused,
-    SignatureInvalid,
     UnknownClient,
 )
 from secagg.messages import (
@@ -49,11 +48,14 @@ from secagg.messages import (
     UnmaskResponse,
 )
 from secagg.prg import MaskStreams
+from secagg.verification import check_advert, check_header, check_ids, verify_signature
 
 _NONCE = 12
 
 
 class Phase(enum.Enum):
+    """Where a client is in the rounds of a block; each of its methods needs one phase."""
+
     NEED_KEYS = "need_keys"  # a new block must be set up (advertise_keys)
     ADVERTISED = "advertised"  # waiting for the key directory
     SHARED = "shared"  # waiting for the share delivery
@@ -114,18 +116,18 @@ class SecAggClient:
         self._expect(Phase.NEED_KEYS, "advertise_keys")
         self.block += 1
         steps = self.config.steps_per_block
-        self._secrets = _BlockSecrets(
+        secrets = self._secrets = _BlockSecrets(
             c_private=self._new_x25519(),
             s_privates=[self._new_x25519() for _ in range(steps)],
             b_seeds=[self._random_bytes(32) for _ in range(steps)],
         )
         message = AdvertiseKeys(
             Header(self.session_id, self.block, self.id),
-            _public(self._secrets.c_private),
-            tuple(_public(k) for k in self._secrets.s_privates),
+            _public(secrets.c_private),
+            tuple(_public(k) for k in secrets.s_privates),
         )
         if self.config.authenticated:
-            signature = self._identity.sign(message.signed_bytes())
+            signature = self._sign(message.signed_bytes())
             message = AdvertiseKeys(message.header, message.c_public, message.s_publics, signature)
         self._own_advert = message
         self.phase = Phase.ADVERTISED
@@ -135,12 +137,12 @@ class SecAggClient:
     def share_keys(self, directory: KeyDirectory) -> ShareKeys:
         """Check the neighbours' advertised keys, then send each its encrypted shares."""
         self._expect(Phase.ADVERTISED, "share_keys")
-        common.check_header(directory.header, self.session_id, self.block, "KeyDirectory")
+        check_header(directory.header, self.session_id, self.block, "KeyDirectory")
         if directory.header.client_id != self.id:
             raise UnknownClient("KeyDirectory addressed to another client")
-        secrets = self._secrets
+        secrets = self._block_secrets()
         senders = [e.header.client_id for e in directory.entries]
-        common.check_ids(senders, self.neighbours | {self.id}, "KeyDirectory")
+        check_ids(senders, self.neighbours | {self.id}, "KeyDirectory")
         for entry in directory.entries:
             self._check_advert(entry)
         if self.id not in senders:
@@ -156,7 +158,7 @@ class SecAggClient:
         self._need(len(holders), "advertised keys")
         xs = [common.x_coordinate(h) for h in holders]
         payload = [_private_bytes(k) for k in secrets.s_privates] + secrets.b_seeds
-        shares = shamir.split(payload, xs, self.config.threshold, self._random_bytes)
+        shares = shamir.split(payload, xs, self.config.shares_needed, self._random_bytes)
         steps = self.config.steps_per_block
         ciphertexts = []
         for row, holder in zip(shares, holders, strict=True):
@@ -182,11 +184,11 @@ class SecAggClient:
     def receive_shares(self, delivery: ShareDelivery) -> None:
         """Decrypt the bundles from neighbours; those who sent none are out of the session."""
         self._expect(Phase.SHARED, "receive_shares")
-        common.check_header(delivery.header, self.session_id, self.block, "ShareDelivery")
+        check_header(delivery.header, self.session_id, self.block, "ShareDelivery")
         if delivery.header.client_id != self.id:
             raise UnknownClient("ShareDelivery addressed to another client")
-        secrets = self._secrets
-        senders = common.check_ids([s for s, _ in delivery.ciphertexts], set(secrets.peer_c), "ShareDelivery")
+        secrets = self._block_secrets()
+        senders = check_ids([s for s, _ in delivery.ciphertexts], set(secrets.peer_c), "ShareDelivery")
         expected = shamir.SHARE_BYTES * 2 * self.config.steps_per_block
         for sender, blob in delivery.ciphertexts:
             key = common.transport_key(
@@ -225,10 +227,10 @@ class SecAggClient:
         if not 0.0 <= weight <= cfg.max_weight:
             raise ValueError(f"weight must be in [0, {cfg.max_weight}], got {weight}")
         j = step - self.block * cfg.steps_per_block
-        secrets = self._secrets
+        secrets = self._block_secrets()
         s_private, me, session_id = secrets.s_privates[j], self.id, self.session_id
         plus = [common.self_mask_key(secrets.b_seeds[j], session_id, step, me)]
-        minus = []
+        minus: list[bytes] = []
         for v in sorted(self.alive):
             key = common.pairwise_mask_key(s_private, secrets.peer_s[v][j], session_id, step, me, v)
             (plus if v > me else minus).append(key)
@@ -260,24 +262,24 @@ class SecAggClient:
         self._expect(Phase.MASKED, "sign_survivors")
         if not self.config.authenticated:
             raise PhaseError("ConsistencyCheck is only run in authenticated mode")
-        common.check_header(request.header, self.session_id, self.step, "ConsistencyRequest")
-        survivors = common.check_ids(request.survivors, self._session_ids(), "ConsistencyRequest")
+        check_header(request.header, self.session_id, self.step, "ConsistencyRequest")
+        survivors = check_ids(request.survivors, self._session_ids(), "ConsistencyRequest")
         if self.id not in survivors:
             raise RevealRefused("ConsistencyRequest does not list this client as a survivor")
         self._survivors_signed = tuple(sorted(survivors))
         payload = common.consistency_payload(self.session_id, self.step, survivors)
         self.phase = Phase.SIGNED
-        return ConsistencySignature(Header(self.session_id, self.step, self.id), self._identity.sign(payload))
+        return ConsistencySignature(Header(self.session_id, self.step, self.id), self._sign(payload))
 
     # -- round 4: Unmasking -------------------------------------------------------------------
     def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
         """Reveal b-shares of surviving and s_sk-shares of dropped neighbours, never both."""
         self._refuse_conflicts(request)  # a repeated request for a past step, checked first
         self._expect(Phase.SIGNED if self.config.authenticated else Phase.MASKED, "unmask")
-        common.check_header(request.header, self.session_id, self.step, "UnmaskRequest")
+        check_header(request.header, self.session_id, self.step, "UnmaskRequest")
         ids = self._session_ids()
-        survivors = set(common.check_ids(request.survivors, ids, "UnmaskRequest survivors"))
-        dropped = set(common.check_ids(request.dropped, ids, "UnmaskRequest dropped"))
+        survivors = set(check_ids(request.survivors, ids, "UnmaskRequest survivors"))
+        dropped = set(check_ids(request.dropped, ids, "UnmaskRequest dropped"))
         both = survivors & dropped
         if both:
             raise RevealRefused(f"asked to reveal both secrets of clients {sorted(both)[:5]}")
@@ -332,10 +334,10 @@ class SecAggClient:
             raise PhaseError(f"{what} called in phase {self.phase.value}, needs {phase.value}")
 
     def _need(self, count: int, what: str) -> None:
-        if count < self.config.threshold:
+        if count < self.config.shares_needed:
             self.phase = Phase.OUT
             raise InsufficientSurvivors(
-                f"client {self.id}: {count} {what} < threshold {self.config.threshold}; aborting"
+                f"client {self.id}: {count} {what} < threshold {self.config.shares_needed}; aborting"
             )
 
     def _session_ids(self) -> frozenset[int]:
@@ -347,46 +349,36 @@ class SecAggClient:
             raise UnknownClient(f"no shares held for client {peer}")
         return secrets.held[peer]
 
+    def _block_secrets(self) -> _BlockSecrets:
+        """This block's secrets; the phase checks admit no call before advertise_keys set them."""
+        assert self._secrets is not None
+        return self._secrets
+
+    def _sign(self, payload: bytes) -> bytes:
+        """Sign with the identity key, which __init__ requires in authenticated mode."""
+        assert self._identity is not None
+        return self._identity.sign(payload)
+
     def _new_x25519(self) -> X25519PrivateKey:
         return X25519PrivateKey.from_private_bytes(self._random_bytes(32))
 
     def _check_advert(self, entry: AdvertiseKeys) -> None:
-        common.check_header(entry.header, self.session_id, self.block, "AdvertiseKeys")
-        if len(entry.s_publics) != self.config.steps_per_block:
-            raise MalformedMessage("AdvertiseKeys has the wrong number of masking keys")
-        if self.config.authenticated:
-            verify_advert(entry, self._peer_identities)
+        check_header(entry.header, self.session_id, self.block, "AdvertiseKeys")
+        check_advert(entry, self.config, self._peer_identities)
 
     def _check_consistency(self, request: UnmaskRequest) -> None:
         if self._survivors_signed != tuple(sorted(request.survivors)):
             raise RevealRefused("UnmaskRequest survivors differ from the list this client signed")
-        signers = common.check_ids(
+        signers = check_ids(
             [s for s, _ in request.signatures], set(request.survivors), "UnmaskRequest signatures"
         )
         payload = common.consistency_payload(self.session_id, self.step, request.survivors)
         for signer, signature in request.signatures:
-            verify(self._peer_identities, signer, signature, payload)
-        if len(signers) < self.config.threshold:
+            verify_signature(self._peer_identities, signer, signature, payload)
+        if len(signers) < self.config.shares_needed:
             raise InsufficientSurvivors(
-                f"{len(signers)} consistency signatures < threshold {self.config.threshold}"
+                f"{len(signers)} consistency signatures < threshold {self.config.shares_needed}"
             )
-
-
-def verify(identities: Mapping[int, Ed25519PublicKey], signer: int, signature: bytes, payload: bytes) -> None:
-    """Raise SignatureInvalid unless `signer`'s identity key signed `payload`."""
-    if signer not in identities:
-        raise UnknownClient(f"no identity key for client {signer}")
-    try:
-        identities[signer].verify(signature, payload)
-    except InvalidSignature as exc:
-        raise SignatureInvalid(f"bad signature from client {signer}") from exc
-
-
-def verify_advert(entry: AdvertiseKeys, identities: Mapping[int, Ed25519PublicKey]) -> None:
-    """Raise SignatureInvalid unless the advertisement is signed by its sender."""
-    if entry.signature is None:
-        raise SignatureInvalid(f"unsigned AdvertiseKeys from client {entry.header.client_id}")
-    verify(identities, entry.header.client_id, entry.signature, entry.signed_bytes())
 
 
 def _public(key: X25519PrivateKey) -> bytes:

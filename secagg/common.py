@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import struct
 from collections.abc import Iterable
 
@@ -10,9 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from secagg import kdf
 from secagg.config import SecAggConfig
-from secagg.errors import DuplicateClient, SessionMismatch, StepMismatch, UnknownClient
 from secagg.graph import build_graph
-from secagg.messages import Header
 
 CONSISTENCY_LABEL = b"codream/secagg/v1/consistency"
 
@@ -62,22 +59,3 @@ def consistency_payload(session_id: bytes, step: int, survivors: Iterable[int]) 
     """What each survivor signs in the ConsistencyCheck round."""
     ids = sorted(survivors)
     return CONSISTENCY_LABEL + session_id + struct.pack(f">II{len(ids)}I", step, len(ids), *ids)
-
-
-def check_header(header: Header, session_id: bytes, index: int, what: str) -> None:
-    """Raise SessionMismatch / StepMismatch unless the header is for this session and index."""
-    if not hmac.compare_digest(header.session_id, session_id):
-        raise SessionMismatch(f"{what}: message from another session")
-    if header.index != index:
-        raise StepMismatch(f"{what}: message for {header.index}, expected {index}")
-
-
-def check_ids(ids: Iterable[int], allowed: frozenset[int] | set[int], what: str) -> list[int]:
-    """The ids as a list; raises DuplicateClient / UnknownClient."""
-    ids = list(ids)
-    if len(set(ids)) != len(ids):
-        raise DuplicateClient(f"{what}: duplicate client id")
-    unknown = set(ids) - set(allowed)
-    if unknown:
-        raise UnknownClient(f"{what}: unknown client ids {sorted(unknown)[:5]}")
-    return ids

@@ -66,6 +66,12 @@ class SecAggConfig:
         _ = (self.values, self.weights)
 
     @property
+    def shares_needed(self) -> int:
+        """The threshold as an int: `__post_init__` has replaced None by the smallest majority."""
+        assert self.threshold is not None
+        return self.threshold
+
+    @property
     def neighbourhood_size(self) -> int:
         """Holders of each client's shares: itself and its neighbours."""
         if self.graph == "complete":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import TypeVar, overload
 
 import numpy as np
 
@@ -29,7 +30,7 @@ class _Wire:
     __slots__ = ()
 
     def to_bytes(self) -> bytes:
-        return encode(self)  # type: ignore[arg-type]
+        return encode(self)  # type: ignore[arg-type]  # only the Message classes below mix it in
 
 
 @dataclass(frozen=True)
@@ -309,7 +310,10 @@ def _decode_pairs(r: _Reader) -> tuple[tuple[int, bytes], ...]:
     return tuple((r.u32(), r.blob()) for _ in range(r.u32()))
 
 
-def _expect(message: Message, cls: type) -> Message:
+AnyMessage = TypeVar("AnyMessage", bound=Message)
+
+
+def _expect(message: Message, cls: type[AnyMessage]) -> AnyMessage:
     if not isinstance(message, cls):
         raise MalformedMessage(f"expected {cls.__name__}, got {type(message).__name__}")
     return message
@@ -320,7 +324,15 @@ def encode(message: Message) -> bytes:
     return _encode_header(message.TAG, message.header) + message._encode_body()
 
 
-def decode(data: bytes, expected: type | None = None) -> Message:
+@overload
+def decode(data: bytes, expected: None = None) -> Message: ...
+
+
+@overload
+def decode(data: bytes, expected: type[AnyMessage]) -> AnyMessage: ...
+
+
+def decode(data: bytes, expected: type[AnyMessage] | None = None) -> Message:
     """Bytes -> message; raises MalformedMessage / VersionMismatch on anything malformed."""
     if len(data) < _HEADER.size:
         raise MalformedMessage(f"message shorter than the {_HEADER.size}-byte header")

@@ -9,7 +9,6 @@ import numpy as np
 
 from secagg.errors import ConfigError
 
-MODULUS = 2**32
 _SIGNED_LIMIT = 2**31 - 1  # sums are decoded as signed 32-bit integers
 
 
@@ -33,11 +32,12 @@ class FixedPoint:
         if not (math.isfinite(self.clip) and self.clip > 0):
             raise ConfigError(f"clip must be a finite positive number, got {self.clip!r}")
         if self.scale is None:
-            object.__setattr__(self, "scale", math.floor(_SIGNED_LIMIT / self.n_clients) / self.clip)
+            scale = math.floor(_SIGNED_LIMIT / self.n_clients) / self.clip
             # round(clip * scale) may round up by one ulp; step down until it provably fits
-            while self.max_code * self.n_clients > _SIGNED_LIMIT:
-                object.__setattr__(self, "scale", math.nextafter(self.scale, 0.0))
-        if not (math.isfinite(self.scale) and self.scale > 0):
+            while _max_code(self.clip, scale) * self.n_clients > _SIGNED_LIMIT:
+                scale = math.nextafter(scale, 0.0)
+            object.__setattr__(self, "scale", scale)
+        if not (math.isfinite(self._scale) and self._scale > 0):
             raise ConfigError(f"scale must be a finite positive number, got {self.scale!r}")
         if self.max_code < 1:
             raise ConfigError(f"scale {self.scale} too small for clip {self.clip}: all codes are 0")
@@ -50,12 +50,18 @@ class FixedPoint:
             )
 
     @property
+    def _scale(self) -> float:
+        """`scale` as a float: `__post_init__` has replaced None by the largest safe scale."""
+        assert self.scale is not None
+        return self.scale
+
+    @property
     def max_code(self) -> int:
-        return int(round(self.clip * self.scale))
+        return _max_code(self.clip, self._scale)
 
     @property
     def element_error_bound(self) -> float:
-        return 0.5 / self.scale
+        return 0.5 / self._scale
 
     def sum_error_bound(self, n_summed: int) -> float:
         """Largest |decoded sum - true sum of the clipped inputs| for n_summed inputs."""
@@ -71,7 +77,7 @@ class FixedPoint:
         if clipped and np.isnan(x).any():
             raise ValueError("input contains NaN")
         scaled = np.clip(x, -self.clip, self.clip, dtype=np.float64)
-        scaled *= self.scale
+        scaled *= self._scale
         np.rint(scaled, out=scaled)
         # |code| <= max_code < 2^31, so the int32 cast is exact; its bits are the mod-2^32 code
         np.copyto(out.view(np.int32), scaled, casting="unsafe")
@@ -79,4 +85,9 @@ class FixedPoint:
 
     def decode_sum(self, codes: np.ndarray) -> np.ndarray:
         """uint32 sum of encodings -> float64 sum."""
-        return np.asarray(codes, dtype=np.uint32).view(np.int32).astype(np.float64) / self.scale
+        return np.asarray(codes, dtype=np.uint32).view(np.int32).astype(np.float64) / self._scale
+
+
+def _max_code(clip: float, scale: float) -> int:
+    """The code of +clip: the largest |code| an encoding can take."""
+    return int(round(clip * scale))

@@ -8,6 +8,7 @@ could answer, so an aborted step releases nothing.
 
 from __future__ import annotations
 
+import enum
 import hmac
 import os
 from collections.abc import Mapping
@@ -18,7 +19,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from secagg import common, shamir
-from secagg.client import verify, verify_advert
 from secagg.config import SecAggConfig
 from secagg.errors import (
     ConfigError,
@@ -45,6 +45,22 @@ from secagg.messages import (
     UnmaskResponse,
 )
 from secagg.prg import MaskStreams
+from secagg.verification import check_advert, check_header, check_ids, verify_signature
+
+
+class ServerPhase(str, enum.Enum):
+    """Which messages the server takes now; the rounds of a block run in this order.
+
+    A str enum: each member equals the bare string that named the phase before it existed
+    ("advertise" == ServerPhase.ADVERTISE), so callers that compare against those keep working.
+    """
+
+    ADVERTISE = "advertise"  # collecting AdvertiseKeys
+    SHARE = "share"  # key directories handed out; collecting ShareKeys
+    INPUT = "input"  # share bundles relayed; collecting MaskedInput
+    CONSISTENCY = "consistency"  # (authenticated) collecting ConsistencySignature
+    UNMASK = "unmask"  # collecting UnmaskResponse, then finish_step
+    ABORTED = "aborted"  # too few survivors: the session is over and released nothing
 
 
 @dataclass(frozen=True)
@@ -85,31 +101,33 @@ class SecAggServer:
         self._streams = MaskStreams()
         self._start_block()
 
+    @property
+    def phase(self) -> ServerPhase:
+        """The round the server is in (read-only: its methods move it on)."""
+        return self._phase
+
     # -- rounds 0 and 1 -----------------------------------------------------------------------
     def _start_block(self) -> None:
         self.block += 1
         self._adverts: dict[int, AdvertiseKeys] = {}
         self._ciphertexts: dict[int, dict[int, bytes]] = {}  # receiver -> sender -> ct
         self._share_senders: set[int] = set()
-        self._phase = "advertise"
+        self._phase = ServerPhase.ADVERTISE
 
     def receive_advertise(self, message: AdvertiseKeys) -> None:
-        self._in_phase("advertise", "receive_advertise")
-        common.check_header(message.header, self.session_id, self.block, "AdvertiseKeys")
+        self._in_phase(ServerPhase.ADVERTISE, "receive_advertise")
+        check_header(message.header, self.session_id, self.block, "AdvertiseKeys")
         sender = self._live_sender(message.header.client_id, self._adverts)
-        if len(message.s_publics) != self.config.steps_per_block:
-            raise MalformedMessage("AdvertiseKeys has the wrong number of masking keys")
-        if self.config.authenticated:
-            verify_advert(message, self._identities)
+        check_advert(message, self.config, self._identities)
         self._adverts[sender] = message
 
     def key_directory(self, client_id: int) -> KeyDirectory:
         """Close AdvertiseKeys (non-advertisers are out) and give `client_id` its neighbours' keys."""
-        if self._phase == "advertise":
+        if self._phase is ServerPhase.ADVERTISE:
             self._drop(self.alive - set(self._adverts))
             self._check_neighbourhoods()
-            self._phase = "share"
-        self._in_phase("share", "key_directory")
+            self._phase = ServerPhase.SHARE
+        self._in_phase(ServerPhase.SHARE, "key_directory")
         self._live(client_id)
         ids = sorted((self.graph[client_id] | {client_id}) & set(self._adverts))
         return KeyDirectory(
@@ -117,13 +135,13 @@ class SecAggServer:
         )
 
     def receive_share_keys(self, message: ShareKeys) -> None:
-        self._in_phase("share", "receive_share_keys")
-        common.check_header(message.header, self.session_id, self.block, "ShareKeys")
+        self._in_phase(ServerPhase.SHARE, "receive_share_keys")
+        check_header(message.header, self.session_id, self.block, "ShareKeys")
         sender = message.header.client_id
         if sender in self._share_senders:
             raise DuplicateClient(f"second ShareKeys from client {sender}")
         self._live(sender)
-        receivers = common.check_ids(
+        receivers = check_ids(
             [r for r, _ in message.ciphertexts], self.graph[sender] & self.alive, "ShareKeys"
         )
         for receiver, ct in zip(receivers, (c for _, c in message.ciphertexts), strict=True):
@@ -132,12 +150,12 @@ class SecAggServer:
 
     def share_delivery(self, client_id: int) -> ShareDelivery:
         """Close ShareKeys (non-senders are out) and relay the bundles addressed to `client_id`."""
-        if self._phase == "share":
+        if self._phase is ServerPhase.SHARE:
             self._drop(self.alive - self._share_senders)
             self._check_neighbourhoods()
-            self._phase = "input"
+            self._phase = ServerPhase.INPUT
             self._inputs: dict[int, np.ndarray] = {}
-        self._in_phase("input", "share_delivery")
+        self._in_phase(ServerPhase.INPUT, "share_delivery")
         self._live(client_id)
         received = self._ciphertexts.get(client_id, {})
         pairs = tuple((s, received[s]) for s in sorted(received) if s in self.alive)
@@ -145,8 +163,8 @@ class SecAggServer:
 
     # -- rounds 2 to 4 ------------------------------------------------------------------------
     def receive_masked_input(self, message: MaskedInput) -> None:
-        self._in_phase("input", "receive_masked_input")
-        common.check_header(message.header, self.session_id, self.step, "MaskedInput")
+        self._in_phase(ServerPhase.INPUT, "receive_masked_input")
+        check_header(message.header, self.session_id, self.step, "MaskedInput")
         sender = self._live_sender(message.header.client_id, self._inputs)
         if message.masked.shape != (self.config.vector_length,):
             raise MalformedMessage(
@@ -161,8 +179,8 @@ class SecAggServer:
         would have fewer than threshold surviving holders.
         """
         self._close_inputs()
-        if self._phase not in ("consistency", "unmask"):
-            raise PhaseError(f"close_inputs called in phase {self._phase}")
+        if self._phase not in (ServerPhase.CONSISTENCY, ServerPhase.UNMASK):
+            raise PhaseError(f"close_inputs called in phase {self._phase.value}")
         return self._survivors
 
     def consistency_request(self, client_id: int) -> ConsistencyRequest:
@@ -170,28 +188,28 @@ class SecAggServer:
         if not self.config.authenticated:
             raise PhaseError("ConsistencyCheck is only run in authenticated mode")
         self._close_inputs()
-        self._in_phase("consistency", "consistency_request")
+        self._in_phase(ServerPhase.CONSISTENCY, "consistency_request")
         self._survivor(client_id)
         return ConsistencyRequest(Header(self.session_id, self.step, client_id), self._survivors)
 
     def receive_consistency(self, message: ConsistencySignature) -> None:
-        self._in_phase("consistency", "receive_consistency")
-        common.check_header(message.header, self.session_id, self.step, "ConsistencySignature")
+        self._in_phase(ServerPhase.CONSISTENCY, "receive_consistency")
+        check_header(message.header, self.session_id, self.step, "ConsistencySignature")
         signer = self._survivor(message.header.client_id)
         if signer in self._signatures:
             raise DuplicateClient(f"second consistency signature from client {signer}")
         payload = common.consistency_payload(self.session_id, self.step, self._survivors)
-        verify(self._identities, signer, message.signature, payload)
+        verify_signature(self._identities, signer, message.signature, payload)
         self._signatures[signer] = message.signature
 
     def unmask_request(self, client_id: int) -> UnmaskRequest:
         """Close the previous round and ask survivor `client_id` for its shares."""
         self._close_inputs()
-        if self._phase == "consistency":
-            if len(self._signatures) < self.config.threshold:
+        if self._phase is ServerPhase.CONSISTENCY:
+            if len(self._signatures) < self.config.shares_needed:
                 raise self._abort(f"{len(self._signatures)} consistency signatures")
-            self._phase = "unmask"
-        self._in_phase("unmask", "unmask_request")
+            self._phase = ServerPhase.UNMASK
+        self._in_phase(ServerPhase.UNMASK, "unmask_request")
         self._survivor(client_id)
         return UnmaskRequest(
             Header(self.session_id, self.step, client_id),
@@ -201,8 +219,8 @@ class SecAggServer:
         )
 
     def receive_unmask(self, message: UnmaskResponse) -> None:
-        self._in_phase("unmask", "receive_unmask")
-        common.check_header(message.header, self.session_id, self.step, "UnmaskResponse")
+        self._in_phase(ServerPhase.UNMASK, "receive_unmask")
+        check_header(message.header, self.session_id, self.step, "UnmaskResponse")
         holder = self._survivor(message.header.client_id)
         if holder in self._responders:
             raise DuplicateClient(f"second UnmaskResponse from client {holder}")
@@ -229,8 +247,8 @@ class SecAggServer:
 
     def finish_step(self) -> StepResult:
         """Rebuild the needed secrets from exactly t shares each, unmask, decode, release."""
-        self._in_phase("unmask", "finish_step")
-        cfg, t, step = self.config, self.config.threshold, self.step
+        self._in_phase(ServerPhase.UNMASK, "finish_step")
+        cfg, t, step = self.config, self.config.shares_needed, self.step
         wanted = [(u, KIND_SELF_MASK) for u in self._survivors] + [
             (v, KIND_MASK_KEY) for v in self._dropped_now
         ]
@@ -264,11 +282,11 @@ class SecAggServer:
             if not hmac.compare_digest(s_private.public_key().public_bytes_raw(), advertised):
                 raise ReconstructionFailed(f"rebuilt masking key of client {v} is not its own")
             for u in sorted(self.graph[v] & self._survivor_set):
-                key = common.pairwise_mask_key(
+                mask_key = common.pairwise_mask_key(
                     s_private, self._adverts[u].s_publics[j], self.session_id, step, u, v
                 )
                 # u added PRG(s_uv) if v > u, subtracted it if v < u: undo that
-                (minus if v > u else plus).append(key)
+                (minus if v > u else plus).append(mask_key)
         # Sum the inputs and remove the masks block by block, so each block of the total stays
         # in cache while every input and every mask is folded into it.
         streams = self._streams
@@ -297,18 +315,18 @@ class SecAggServer:
         if self.step % cfg.steps_per_block == 0:
             self._start_block()
         else:
-            self._phase = "input"
+            self._phase = ServerPhase.INPUT
             self._inputs = {}
         return result
 
     # -- helpers ------------------------------------------------------------------------------
     def _close_inputs(self) -> None:
-        if self._phase != "input":
+        if self._phase is not ServerPhase.INPUT:
             return
         survivors = tuple(sorted(self._inputs))
         dropped = tuple(sorted(self.alive - set(survivors)))
         alive_survivors = set(survivors)
-        t = self.config.threshold
+        t = self.config.shares_needed
         for owner in survivors + dropped:
             holders = (self.graph[owner] | {owner}) & alive_survivors
             if len(holders) < t:
@@ -316,29 +334,30 @@ class SecAggServer:
         self._survivors, self._dropped_now = survivors, dropped
         self._survivor_set, self._dropped_set = frozenset(survivors), frozenset(dropped)
         self._signatures: dict[int, bytes] = {}
-        self._shares: dict[tuple[int, int], dict[int, np.ndarray]] = {}
+        self._shares: dict[tuple[int, int], dict[int, bytes]] = {}  # (owner, kind) -> holder -> share
         self._responders: set[int] = set()
-        self._phase = "consistency" if self.config.authenticated else "unmask"
+        self._phase = ServerPhase.CONSISTENCY if self.config.authenticated else ServerPhase.UNMASK
 
     def _abort(self, what: str) -> InsufficientSurvivors:
-        self._phase = "aborted"
+        self._phase = ServerPhase.ABORTED
+        t = self.config.shares_needed
         return InsufficientSurvivors(
-            f"step {self.step}: {what} < threshold {self.config.threshold}; session aborted, nothing released"
+            f"step {self.step}: {what} < threshold {t}; session aborted, nothing released"
         )
 
     def _check_neighbourhoods(self) -> None:
         for owner in self.alive:
             holders = (self.graph[owner] | {owner}) & self.alive
-            if len(holders) < self.config.threshold:
+            if len(holders) < self.config.shares_needed:
                 raise self._abort(f"{len(holders)} live holders for client {owner}")
 
     def _drop(self, ids: set[int]) -> None:
         self.alive -= ids
         self.dropped |= ids
 
-    def _in_phase(self, phase: str, what: str) -> None:
-        if self._phase != phase:
-            raise PhaseError(f"{what} called in phase {self._phase}, needs {phase}")
+    def _in_phase(self, phase: ServerPhase, what: str) -> None:
+        if self._phase is not phase:
+            raise PhaseError(f"{what} called in phase {self._phase.value}, needs {phase.value}")
 
     def _live(self, client_id: int) -> int:
         if client_id in self.dropped:

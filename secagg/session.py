@@ -15,13 +15,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from secagg.client import SecAggClient
 from secagg.config import SecAggConfig
-from secagg.messages import decode
-from secagg.server import SecAggServer, StepResult
+from secagg.messages import AnyMessage, decode
+from secagg.server import SecAggServer, ServerPhase, StepResult
 
 PHASES = ("advertise", "share_keys", "masked_input", "consistency", "unmasking")
 
 
-def _wire(message):
+def _wire(message: AnyMessage) -> AnyMessage:
     """Round-trip through bytes, as a network would."""
     return decode(message.to_bytes(), type(message))
 
@@ -53,7 +53,7 @@ class InProcessSession:
                 i,
                 config,
                 server.session_id,
-                identity_key=keys and keys[i],
+                identity_key=None if keys is None else keys[i],
                 peer_identities=identities,
                 random_bytes=random_bytes,
             )
@@ -86,7 +86,7 @@ class InProcessSession:
         dropouts: Mapping[str, Collection[int]] | None = None,
     ) -> StepResult:
         """One aggregation step; sets up a new block first when the previous one is spent."""
-        if self.server._phase == "advertise":
+        if self.server.phase is ServerPhase.ADVERTISE:
             self.setup_block()
         drops = _drops(dropouts)
         step = self.server.step
@@ -97,18 +97,18 @@ class InProcessSession:
             self.server.receive_masked_input(_wire(message))
         if self.config.authenticated:
             signers = [i for i in self.server.close_inputs() if i not in self.gone]
-            requests = [(i, self.server.consistency_request(i)) for i in signers]
+            consistency_requests = [(i, self.server.consistency_request(i)) for i in signers]
             self.gone |= drops["consistency"]
-            for i, request in requests:
+            for i, consistency_request in consistency_requests:
                 if i not in self.gone:
-                    signature = self.clients[i].sign_survivors(_wire(request))
+                    signature = self.clients[i].sign_survivors(_wire(consistency_request))
                     self.server.receive_consistency(_wire(signature))
         survivors = [i for i in self.server.close_inputs() if i not in self.gone]
-        requests = [(i, self.server.unmask_request(i)) for i in survivors]
+        unmask_requests = [(i, self.server.unmask_request(i)) for i in survivors]
         self.gone |= drops["unmasking"]
-        for i, request in requests:
+        for i, unmask_request in unmask_requests:
             if i not in self.gone:
-                self.server.receive_unmask(_wire(self.clients[i].unmask(_wire(request))))
+                self.server.receive_unmask(_wire(self.clients[i].unmask(_wire(unmask_request))))
         return self.server.finish_step()
 
 

@@ -8,7 +8,9 @@ from secagg import (
     InProcessSession,
     InsufficientSurvivors,
     Phase,
+    PhaseError,
     SecAggConfig,
+    ServerPhase,
     run_aggregation,
 )
 
@@ -83,8 +85,24 @@ def test_fewer_than_threshold_survivors_aborts_before_any_share_is_asked(phase):
             session.step(inputs, dropouts={phase: {0, 1, 2}})
     # nothing was revealed by any client
     assert all(not c._revealed for c in session.clients.values())
+    assert session.server.phase is ServerPhase.ABORTED
     with pytest.raises(Exception):  # noqa: B017 - the session is over whatever is asked
         session.server.finish_step()
+
+
+def test_server_phase_follows_the_rounds_and_is_named_in_phase_errors():
+    config = SecAggConfig(n_clients=4, dim=DIM, threshold=3, authenticated=True, steps_per_block=2)
+    session = InProcessSession.create(config)
+    server = session.server
+    assert server.phase is ServerPhase.ADVERTISE
+    with pytest.raises(PhaseError, match="finish_step called in phase advertise, needs unmask"):
+        server.finish_step()
+    session.setup_block()
+    assert server.phase is ServerPhase.INPUT
+    session.step(make_inputs(4, DIM))
+    assert server.phase is ServerPhase.INPUT  # the block's second step needs no new keys
+    session.step(make_inputs(4, DIM))
+    assert server.phase is ServerPhase.ADVERTISE
 
 
 def test_fewer_than_threshold_responders_at_unmasking_aborts():
