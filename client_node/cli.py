@@ -85,7 +85,7 @@ def node_options(args: argparse.Namespace, environ: Mapping[str, str]):
     """NodeOptions from parsed flags; ConfigError names the flag at fault."""
     # grpc is imported only when a node runs, so `codream simulate` never loads it.
     from client_node.channel import ChannelSecurity
-    from client_node.daemon import NodeOptions
+    from client_node.node_options import NodeOptions
 
     for flag, value in (("--tls-ca", args.tls_ca), ("--tls-cert", args.tls_cert),
                         ("--tls-key", args.tls_key)):

@@ -8,72 +8,29 @@ TaskRunner; this module only moves messages and maps gRPC status codes to what t
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import logging
-import random
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import grpc
-import numpy as np
-import torch
 
-from client_node.channel import ChannelSecurity, open_channel
-from client_node.round_snapshot import RoundSnapshots
+from client_node.backoff import Backoff
+from client_node.connection import connect
+from client_node.heartbeat import Heartbeat
+from client_node.node_observer import NodeObserver
+from client_node.node_options import NodeOptions
+from client_node.node_setup import BuildLogic, BuiltNode, SetupError, build_from_join, build_logic
 from client_node.task_runner import TaskRunner, is_shutdown
-from codream.config import ConfigError, RunConfig, build
-from codream.data import load_dataset
-from codream.devices import resolve_device
-from codream.node_build import build_node, client_partitions
-from codream.node_logic import NodeTaskLogic
-from codream.toml_compat import tomllib
 from protos import serde
 from protos.codream.v1 import codream_pb2 as pb
-from protos.codream.v1 import codream_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_CONFIG, EXIT_AUTH = 0, 2, 3
 SUBMIT_ATTEMPTS = 5  # transient failures retried with the same membership; then re-join
 _Code = grpc.StatusCode
-
-
-class Backoff:
-    """Exponential back-off: start, ×factor per attempt, capped, with ±jitter (a fraction)."""
-
-    def __init__(self, start: float = 0.2, factor: float = 2.0, cap: float = 5.0,
-                 jitter: float = 0.2, random_unit: Callable[[], float] = random.random) -> None:
-        self.start, self.factor, self.cap, self.jitter = start, factor, cap, jitter
-        self._random_unit = random_unit
-        self.attempt = 0
-
-    def next_delay(self) -> float:
-        base = min(self.cap, self.start * self.factor ** min(self.attempt, 64))
-        self.attempt += 1
-        return base * (1.0 + self.jitter * (2.0 * self._random_unit() - 1.0))
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
-@dataclass(frozen=True)
-class NodeOptions:
-    coordinator: str  # HOST:PORT
-    node_id: str
-    security: ChannelSecurity
-    device: str = "auto"  # the node's own; overrides the run config's
-    dataset: str | None = None  # overrides the run config's (e.g. a local npz path)
-    partition: str = "auto"  # auto: all of --dataset when given, else this index's partition
-    max_message_bytes: int = 256 * 2**20
-    pull_wait: float = 10.0
-    call_timeout: float = 30.0  # Join and Ready
-    submit_timeout: float = 300.0  # results may be hundreds of MiB
-    state_dir: str | None = None  # keep round-start snapshots here, to survive a restart
 
 
 class _Rejoin(Exception):
@@ -86,76 +43,6 @@ class _Exit(Exception):
         self.code = code
 
 
-@dataclass
-class _Built:
-    """The node's task logic for one (run config text, node index); kept across re-joins."""
-
-    key: tuple[str, int]
-    config: RunConfig
-    logic: NodeTaskLogic
-    snapshots: RoundSnapshots
-    runner: TaskRunner
-
-
-def build_logic(config: RunConfig, index: int, device: torch.device,
-                whole_dataset: bool = False) -> NodeTaskLogic:
-    """Exactly what `codream simulate` builds for client `index`; with `whole_dataset` (an
-    organisation's own data set) the node trains on all of it instead of one partition."""
-    dataset = load_dataset(config.dataset)
-    if whole_dataset:
-        parts = [np.arange(len(dataset.y_train))] * config.clients
-    else:
-        parts = client_partitions(config, dataset)
-    return build_node(config, index, dataset, parts, device)
-
-
-def connect(options: NodeOptions, interceptors: Sequence[Any] = ()) -> tuple[Any, Callable[[], None]]:
-    channel = open_channel(options.coordinator, options.node_id, options.security,
-                           options.max_message_bytes, interceptors=interceptors)
-    return pb_grpc.CoordinatorStub(channel), channel.close
-
-
-class NodeObserver:
-    """What the daemon reports as it goes (metrics, readiness); this base class ignores it all."""
-
-    def joined(self, round_index: int) -> None:
-        """A membership began: joined, ready and heart-beating."""
-
-    def left(self) -> None:
-        """The membership ended (left, refused, or the link was lost)."""
-
-    def task_done(self, task: pb.Task, result: pb.TaskResult, seconds: float) -> None:
-        """A task was run; `result` is what the node hands in for it."""
-
-
-class Heartbeat:
-    """The client-streaming Heartbeat call, open for the whole membership."""
-
-    def __init__(self, stub: Any, member_id: str, period: float) -> None:
-        self._end = threading.Event()
-        self._future = stub.Heartbeat.future(self._beats(member_id, period))
-
-    def _beats(self, member_id: str, period: float):
-        sequence = 0
-        while True:
-            yield pb.Beat(member_id=member_id, sequence=sequence)
-            sequence += 1
-            if self._end.wait(period):
-                return  # ending the stream is how the node says it leaves
-
-    def ended(self) -> bool:
-        return self._future.done()
-
-    def close(self, timeout: float = 5.0) -> None:
-        self._end.set()
-        try:
-            self._future.result(timeout=timeout)
-        except grpc.FutureTimeoutError:
-            self._future.cancel()
-        except Exception as error:  # the stream may already have failed; nothing to do
-            log.debug("heartbeat ended with %s", error)
-
-
 class NodeDaemon:
     """Runs until stopped, told to shut down, or refused; `run()` returns the exit code."""
 
@@ -165,7 +52,7 @@ class NodeDaemon:
         stop: threading.Event | None = None,
         *,
         connect: Callable[[NodeOptions], tuple[Any, Callable[[], None]]] = connect,
-        build_logic: Callable[[RunConfig, int, torch.device], NodeTaskLogic] = build_logic,
+        build_logic: BuildLogic = build_logic,
         sleep: Callable[[float], Any] | None = None,
         backoff: Backoff | None = None,
         observer: NodeObserver | None = None,
@@ -177,7 +64,7 @@ class NodeDaemon:
         self._build_logic = build_logic
         self._sleep = sleep or self.stop.wait  # a stop interrupts a back-off
         self.backoff = backoff or Backoff()
-        self._built: _Built | None = None
+        self._built: BuiltNode | None = None
         self._round = -1
 
     def run(self) -> int:
@@ -229,41 +116,16 @@ class NodeDaemon:
             self.observer.left()
             heartbeat.close()
 
-    def _build(self, joined: pb.JoinReply) -> _Built:
+    def _build(self, joined: pb.JoinReply) -> BuiltNode:
         key = (joined.run_config_toml, joined.node_index)
         if self._built is not None and self._built.key == key:
             return self._built
         try:
-            config = build(RunConfig, tomllib.loads(joined.run_config_toml))
-            overrides = {"device": self.options.device}
-            if self.options.dataset:
-                overrides["dataset"] = self.options.dataset
-            config = dataclasses.replace(config, **overrides)
-            if not 0 <= joined.node_index < config.clients:
-                raise ConfigError(f"node_index {joined.node_index} not in [0, {config.clients})")
-            device = resolve_device(config.device)
-            if self._whole_dataset():
-                logic = self._build_logic(config, joined.node_index, device, whole_dataset=True)
-            else:
-                logic = self._build_logic(config, joined.node_index, device)
-        except (tomllib.TOMLDecodeError, ValueError, OSError) as error:  # ConfigError too
-            raise _Exit(EXIT_CONFIG, f"cannot build from the run config: {error}") from None
-        persist_to = None
-        if self.options.state_dir:
-            persist_to = Path(self.options.state_dir) / f"{self.options.node_id}.snapshot.pt"
-        fingerprint = hashlib.sha256(f"{joined.node_index}\n{joined.run_config_toml}".encode()).hexdigest()
-        snapshots = RoundSnapshots(logic, persist_to, fingerprint)
-        snapshots.load()
-        runner = TaskRunner(self.options.node_id, logic, snapshots)
-        self._built = _Built(key, config, logic, snapshots, runner)
-        log.info("node %s: built %s on %s for node index %d", self.options.node_id,
-                 config.model_for(joined.node_index), logic.device, joined.node_index)
+            self._built = build_from_join(self.options, joined.run_config_toml, joined.node_index,
+                                          self._build_logic)
+        except SetupError as error:
+            raise _Exit(EXIT_CONFIG, str(error)) from None
         return self._built
-
-    def _whole_dataset(self) -> bool:
-        if self.options.partition == "auto":
-            return bool(self.options.dataset)
-        return self.options.partition == "all"
 
     def _serve(self, stub: Any, member_id: str, runner: TaskRunner, heartbeat: Heartbeat) -> None:
         pending: pb.TaskResult | None = None  # computed, handed in with the next pull

@@ -16,8 +16,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
-from client_node.daemon import NodeDaemon, NodeOptions, connect
+from client_node.connection import connect
+from client_node.daemon import NodeDaemon
 from client_node.node_metrics import NodeMetrics
+from client_node.node_options import NodeOptions
 from protos.grpc_metrics import ClientMetricsInterceptor
 from protos.metrics_http import MetricsEndpoint
 

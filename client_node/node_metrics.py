@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from client_node.daemon import NodeObserver
+from client_node.node_observer import NodeObserver
 from protos.codream.v1 import codream_pb2 as pb
 
 _TASK_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)

@@ -10,8 +10,10 @@ import pytest
 import torch
 from torch import nn
 
+from client_node.backoff import Backoff
 from client_node.channel import ChannelSecurity
-from client_node.daemon import EXIT_AUTH, EXIT_CONFIG, EXIT_OK, Backoff, NodeDaemon, NodeOptions
+from client_node.daemon import EXIT_AUTH, EXIT_CONFIG, EXIT_OK, NodeDaemon
+from client_node.node_options import NodeOptions
 from codream.config import RunConfig, to_toml
 from codream.node_logic import LocalData, NodeTaskLogic
 from protos.codream.v1 import codream_pb2 as pb

@@ -13,8 +13,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from client_node.channel import ChannelSecurity
-from client_node.daemon import EXIT_OK, NodeOptions
+from client_node.daemon import EXIT_OK
 from client_node.node_endpoints import MEMBERSHIP_SERVICE, NodeEndpoints, observed_daemon
+from client_node.node_options import NodeOptions
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "coordinator"))
 from service_helpers import CALL_TIMEOUT, sample, scrape, serving, tiny_config  # noqa: E402

@@ -31,7 +31,8 @@ from service_helpers import (
 )
 
 from client_node.channel import ChannelSecurity
-from client_node.daemon import EXIT_OK, NodeDaemon, NodeOptions
+from client_node.daemon import EXIT_OK, NodeDaemon
+from client_node.node_options import NodeOptions
 from coordinator.network_transport import Timeouts
 from protos.codream.v1 import codream_pb2 as pb
 from protos.codream.v1 import codream_pb2_grpc as pb_grpc

@@ -1,0 +1,22 @@
+"""The node's options: where the coordinator is, who the node is, and its local overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from client_node.channel import ChannelSecurity
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    coordinator: str  # HOST:PORT
+    node_id: str
+    security: ChannelSecurity
+    device: str = "auto"  # the node's own; overrides the run config's
+    dataset: str | None = None  # overrides the run config's (e.g. a local npz path)
+    partition: str = "auto"  # auto: all of --dataset when given, else this index's partition
+    max_message_bytes: int = 256 * 2**20
+    pull_wait: float = 10.0
+    call_timeout: float = 30.0  # Join and Ready
+    submit_timeout: float = 300.0  # results may be hundreds of MiB
+    state_dir: str | None = None  # keep round-start snapshots here, to survive a restart

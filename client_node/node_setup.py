@@ -1,0 +1,99 @@
+"""Building the node's task logic from the run config it receives at Join."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from client_node.node_options import NodeOptions
+from client_node.round_snapshot import RoundSnapshots
+from client_node.task_runner import TaskRunner
+from codream.config import ConfigError, RunConfig, build
+from codream.data import load_dataset
+from codream.devices import resolve_device
+from codream.node_build import build_node, client_partitions
+from codream.node_logic import NodeTaskLogic
+from codream.toml_compat import tomllib
+
+log = logging.getLogger(__name__)
+
+# build_logic's shape; called with whole_dataset=True when the node trains on all of its data set.
+BuildLogic = Callable[[RunConfig, int, torch.device], NodeTaskLogic]
+
+
+class SetupError(Exception):
+    """The run config from Join cannot be built on this node: a retry would not fix it."""
+
+
+@dataclass
+class BuiltNode:
+    """The node's task logic for one (run config text, node index); kept across re-joins."""
+
+    key: tuple[str, int]
+    config: RunConfig
+    logic: NodeTaskLogic
+    snapshots: RoundSnapshots
+    runner: TaskRunner
+
+
+def build_logic(config: RunConfig, index: int, device: torch.device,
+                whole_dataset: bool = False) -> NodeTaskLogic:
+    """Exactly what `codream simulate` builds for client `index`; with `whole_dataset` (an
+    organisation's own data set) the node trains on all of it instead of one partition."""
+    dataset = load_dataset(config.dataset)
+    if whole_dataset:
+        parts = [np.arange(len(dataset.y_train))] * config.clients
+    else:
+        parts = client_partitions(config, dataset)
+    return build_node(config, index, dataset, parts, device)
+
+
+def uses_whole_dataset(options: NodeOptions) -> bool:
+    """Whether the node trains on all of its data set (partition all, or auto with --dataset)."""
+    if options.partition == "auto":
+        return bool(options.dataset)
+    return options.partition == "all"
+
+
+def node_config(options: NodeOptions, run_config_toml: str, node_index: int) -> RunConfig:
+    """The run config from Join with the node's own device and data set; ConfigError if invalid."""
+    config = build(RunConfig, tomllib.loads(run_config_toml))
+    overrides = {"device": options.device}
+    if options.dataset:
+        overrides["dataset"] = options.dataset
+    config = dataclasses.replace(config, **overrides)
+    if not 0 <= node_index < config.clients:
+        raise ConfigError(f"node_index {node_index} not in [0, {config.clients})")
+    return config
+
+
+def build_from_join(options: NodeOptions, run_config_toml: str, node_index: int,
+                    build_logic: BuildLogic = build_logic) -> BuiltNode:
+    """The logic, its round snapshots (loaded from the state dir) and runner; SetupError if the
+    run config cannot be built here."""
+    try:
+        config = node_config(options, run_config_toml, node_index)
+        device = resolve_device(config.device)
+        if uses_whole_dataset(options):
+            logic = build_logic(config, node_index, device, whole_dataset=True)
+        else:
+            logic = build_logic(config, node_index, device)
+    except (tomllib.TOMLDecodeError, ValueError, OSError) as error:  # ConfigError too
+        raise SetupError(f"cannot build from the run config: {error}") from None
+    persist_to = None
+    if options.state_dir:
+        persist_to = Path(options.state_dir) / f"{options.node_id}.snapshot.pt"
+    fingerprint = hashlib.sha256(f"{node_index}\n{run_config_toml}".encode()).hexdigest()
+    snapshots = RoundSnapshots(logic, persist_to, fingerprint)
+    snapshots.load()
+    runner = TaskRunner(options.node_id, logic, snapshots)
+    log.info("node %s: built %s on %s for node index %d", options.node_id,
+             config.model_for(node_index), logic.device, node_index)
+    return BuiltNode((run_config_toml, node_index), config, logic, snapshots, runner)
