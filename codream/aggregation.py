@@ -10,9 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:  # tasks are declared above: their replies carry a Contribution
+    from codream.messages import Task
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +63,14 @@ def check_contribution(contribution: Contribution, size: int) -> None:
 class Summer(Protocol):
     """`task` is the summed task: a secure summer picks its clip by the kind of value."""
 
-    def sum(self, contributions: Mapping[str, Contribution], size: int, task: object = None
+    def sum(self, contributions: Mapping[str, Contribution], size: int, task: Task | None = None
             ) -> AggregateSum: ...
 
 
 class PlainSummer:
     """In-process sum of validated contributions; invalid ones are excluded with a log line."""
 
-    def sum(self, contributions: Mapping[str, Contribution], size: int, task: object = None
+    def sum(self, contributions: Mapping[str, Contribution], size: int, task: Task | None = None
             ) -> AggregateSum:
         total = np.zeros(size, dtype=np.float64)
         weight = 0.0

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None], private: bool = False) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object], private: bool = False) -> None:
     """`write` fills a temp file in the same folder; fsync, then rename over `path`: a reader,
     or a crash, sees the old file or the new one, never half of one. `private`: mode 0600."""
     path = Path(path)

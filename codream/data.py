@@ -177,16 +177,17 @@ def _load_torchvision_cached(name: str, root: str, data_seed: int) -> _Raw:
                 f"place the files there or pass ?root=DIR): {e}"
             ) from e
 
-    out = []
+    splits = []
     for train in (True, False):
         ds = open_split(train)
         x = np.asarray(ds.data)
         y = np.asarray(getattr(ds, "targets", None) if hasattr(ds, "targets") else ds.labels)
         x = _to_nchw(x, f"{name}.data")
-        out += [x, _to_labels(y, f"{name}.targets", len(x))]
+        splits.append((x, _to_labels(y, f"{name}.targets", len(x))))
+    (x_train, y_train), (x_test, y_test) = splits
     classes = getattr(ds, "classes", None)
-    num_classes = len(classes) if classes else int(max(out[1].max(), out[3].max())) + 1
-    return (*out, num_classes)
+    num_classes = len(classes) if classes else int(max(y_train.max(), y_test.max())) + 1
+    return x_train, y_train, x_test, y_test, num_classes
 
 
 def _to_nchw(x: np.ndarray, what: str) -> np.ndarray:

@@ -141,9 +141,10 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int) 
     `factory(input_shape=..., num_classes=...)` and must return an nn.Module: clients can bring
     their own architecture as long as it maps (B, C, H, W) to (B, num_classes) logits.
     """
-    input_shape = tuple(int(d) for d in input_shape)
-    if len(input_shape) != 3 or min(input_shape) < 1:
-        raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape}")
+    dims = tuple(int(d) for d in input_shape)
+    if len(dims) != 3 or min(dims) < 1:
+        raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {dims}")
+    input_shape = (dims[0], dims[1], dims[2])
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     if name in _REGISTRY:

@@ -24,7 +24,7 @@ def require(condition: bool, name: str, message: str) -> None:
 def _convert(value: Any, hint: Any, name: str) -> Any:
     """Coerces TOML, environment (strings) and flag values to the declared type, or raises."""
     origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         require(isinstance(value, Mapping), name, f"must be a table, got {value!r}")
         return build(hint, value, prefix=f"{name}.")
     if origin is tuple:

@@ -39,7 +39,7 @@ def write_run_outputs(run_dir: Path, config: RunConfig, dataset: Dataset, histor
     write_accuracy_plot(run_dir / "accuracy.png", history,
                         f"{config.strategy} on {config.dataset}, {config.clients} clients")
     final_dreams = coordinator.last_dreams if coordinator is not None else None
-    if final_dreams is not None:
+    if coordinator is not None and final_dreams is not None:
         np.save(run_dir / "final_dreams.npy", final_dreams.cpu().numpy())
         labels = None
         if coordinator.server_model is not None:
