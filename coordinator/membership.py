@@ -1,7 +1,7 @@
 """Who is in the federation: node identities, live memberships, readiness and presence.
 
 A node id may hold one live membership at a time. A membership is live from Join until its
-heartbeat stream ends (the process died or left) or the coordinator expels it; a node that
+heartbeat stream ends (the process died or left) or it shows no sign of life; a node that
 comes back joins again under a new member id. Thread-safe; no network here.
 """
 
@@ -98,12 +98,6 @@ class Membership:
                 member.heartbeat_open = False
                 self._retire(member, "heartbeat stream ended")
             self.changed.notify_all()
-
-    def expel(self, member: Member, why: str) -> None:
-        with self._lock:
-            if not member.gone:
-                self._retire(member, why)
-                self.changed.notify_all()
 
     def live(self) -> list[Member]:
         """Ready, present members in roster order."""
