@@ -7,11 +7,12 @@ simply starts its counters again, as Prometheus expects of a restarted process.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from codream.messages import kind_of
 
 _ROUND_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 _PHASE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
@@ -19,9 +20,8 @@ _CLIENT_BUCKETS = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256)
 
 
 def phase_name(task: Any) -> str:
-    """A task's phase label: DreamStep → dream_step, FedAvgTrain → fedavg_train."""
-    name = type(task).__name__.replace("FedAvg", "Fedavg")
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    """A task's phase label: its wire field (DreamStep → dream_step, FedAvgTrain → fedavg_train)."""
+    return kind_of(task).wire_field
 
 
 class CoordinatorMetrics:
