@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from client_node.cli import add_node_command, node_options
+from codream.cli.node_command import add_node_command, node_options
 from codream.config import ConfigError
 
 REQUIRED = ["node", "--coordinator", "coord:7000", "--node-id", "node-a"]

@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from codream.cli import from_environment, load_run_config, main
+from codream.cli import main
+from codream.cli.run_config import from_environment, load_run_config
 from codream.config import (
     ConfigError,
     DreamConfig,

@@ -13,7 +13,8 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from client_node.channel import ChannelSecurity, open_channel
-from coordinator.dev_certificates import DevPki, generate_dev_pki, main
+from codream.cli.certs_command import main
+from codream.cli.dev_certificates import DevPki, generate_dev_pki
 from coordinator.errors import PermissionDenied, Unauthenticated
 from coordinator.security import (
     ServerSecurity,

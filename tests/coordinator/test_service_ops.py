@@ -20,7 +20,7 @@ from service_helpers import (
 )
 
 from client_node.channel import ChannelSecurity
-from coordinator.dev_certificates import generate_dev_pki
+from codream.cli.dev_certificates import generate_dev_pki
 from coordinator.security import ServerSecurity
 from coordinator.service import SERVICE_NAME
 from protos.codream.v1 import codream_pb2 as pb

@@ -76,8 +76,8 @@ def port_problems(pod: Pod) -> Problems:
 
 def env_problems(pod: Pod, objects: list[dict]) -> Problems:
     """Every env var is used in $(VAR) or read by the program; CODREAM_* must load as run config."""
-    from client_node.cli import ENVIRONMENT as NODE_ENVIRONMENT
-    from codream.cli import load_run_config
+    from codream.cli.node_command import ENVIRONMENT as NODE_ENVIRONMENT
+    from codream.cli.run_config import load_run_config
     from codream.config import ConfigError
 
     problems = []
@@ -136,8 +136,8 @@ def path_problems(pod: Pod, objects: list[dict]) -> Problems:
 # ---- the federation: run config, roster, addresses ------------------------------------------
 def federation_problems(objects: list[dict], scratch: Path) -> Problems:
     """The whole CLI picture: flags parse, ports, env, paths, run config, roster, addresses."""
-    # _flags is private, but it is exactly the flags-to-config mapping the CLI uses.
-    from codream.cli import _flags, load_run_config
+    # config_flags is exactly the flags-to-config mapping the CLI uses.
+    from codream.cli.run_config import config_flags, load_run_config
     from codream.config import ConfigError
 
     found, problems = pods(objects)
@@ -174,7 +174,7 @@ def federation_problems(objects: list[dict], scratch: Path) -> Problems:
                    if k.startswith("CODREAM_")}
         try:
             load_run_config(str(run_toml), {}, {})
-            config = load_run_config(str(run_toml), environ, _flags(coordinator.args))
+            config = load_run_config(str(run_toml), environ, config_flags(coordinator.args))
         except ConfigError as error:
             problems.append(f"{where}: run config does not load: {error}")
     replicas = node_set["spec"].get("replicas", 1)

@@ -19,9 +19,10 @@ import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from codream.cli import _flags, load_run_config, make_parser
+from codream.cli import make_parser
+from codream.cli.local_cluster import LocalCluster
+from codream.cli.run_config import config_flags, load_run_config
 from codream.simulation import simulate
-from coordinator.local_cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +32,7 @@ TINY = ["--dataset", "digits", "--warmup-epochs", "2", "--set", "dream.batch_siz
 
 def _config(args: list[str], clients: int, out: Path):
     parsed = make_parser().parse_args(["simulate", *args, "--clients", str(clients), "--out", str(out)])
-    return load_run_config(None, {}, _flags(parsed))
+    return load_run_config(None, {}, config_flags(parsed))
 
 
 def _metrics(run_dir: Path) -> dict:

@@ -5,7 +5,7 @@
 # is discarded and the certificates live 30 days; rerun to regenerate (pods then roll).
 #
 # Uses $CODREAM if set, else `codream` on PATH, else the repository's .venv/bin/codream, else
-# `python3 -m coordinator.dev_certificates` (needs the package importable).
+# `python3 -m codream.cli certs` (needs the package importable).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -24,7 +24,7 @@ elif command -v codream >/dev/null 2>&1; then
 elif [[ -x "$repo/.venv/bin/codream" ]]; then
     certs=("$repo/.venv/bin/codream" certs)
 else
-    certs=(python3 -m coordinator.dev_certificates)
+    certs=(python3 -m codream.cli certs)
 fi
 
 "${certs[@]}" --out "$out" --nodes "$nodes" --hosts "$hosts"

@@ -6,11 +6,9 @@ extended later, and certificates live 30 days. Regenerate rather than renew.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import ipaddress
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from coordinator.security import write_private_file
+from codream.atomic_files import atomic_write
 
 VALIDITY = datetime.timedelta(days=30)
 _CLOCK_SKEW = datetime.timedelta(minutes=5)  # backdate, so a slightly slow peer accepts it at once
@@ -86,14 +84,12 @@ def generate_dev_pki(
         cert = builder.sign(ca_key, hashes.SHA256())
         cert_path, key_path = out_dir / f"{stem}.pem", out_dir / f"{stem}.key"
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        write_private_file(
-            key_path,
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
+        atomic_write(key_path, lambda stream: stream.write(key_pem), private=True)  # mode 0600
         return cert_path, key_path
 
     server_cert, server_key = issue(
@@ -143,44 +139,3 @@ def _san(host: str) -> x509.GeneralName:
         return x509.IPAddress(ipaddress.ip_address(host))
     except ValueError:
         return x509.DNSName(host)
-
-
-def _comma_list(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
-
-
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, required=True, help="directory to write the PEM files to")
-    parser.add_argument("--nodes", type=_comma_list, required=True, help="comma-separated node ids")
-    parser.add_argument(
-        "--hosts", type=_comma_list, default=["localhost", "127.0.0.1"],
-        help="comma-separated DNS names / IP addresses of the coordinator (default: localhost,127.0.0.1)",
-    )
-
-
-def _run(args: argparse.Namespace) -> int:
-    try:
-        pki = generate_dev_pki(args.out, args.nodes, args.hosts)
-    except ValueError as error:
-        print(f"codream certs: {error}", file=sys.stderr)
-        return 2
-    print(f"wrote a development PKI for {len(pki.node_certs)} nodes to {pki.out_dir} (not for production)")
-    return 0
-
-
-def add_certs_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `certs` on a CLI's subcommands; its `func` returns the exit code."""
-    parser = subparsers.add_parser("certs", help="generate a development CA and certificates (mTLS)")
-    _add_arguments(parser)
-    parser.set_defaults(func=_run)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m coordinator.dev_certificates", description=__doc__)
-    _add_arguments(parser)
-    return _run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

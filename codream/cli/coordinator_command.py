@@ -1,4 +1,4 @@
-"""`codream coordinator` and `codream cluster`: flags to settings, signals to a graceful stop."""
+"""`codream coordinator`: serving flags to CoordinatorSettings; signals to a graceful stop."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ import os
 import signal
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from codream.cli.run_config import add_config_flags, config_flags, load_run_config
+
+if TYPE_CHECKING:
+    from coordinator.service import CoordinatorSettings
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +52,9 @@ def add_serving_flags(parser: argparse.ArgumentParser) -> None:
                              "refuse joins) until SIGTERM, as a long-running Kubernetes pod must")
 
 
-def settings_from_args(args: argparse.Namespace) -> Any:
+def settings_from_args(args: argparse.Namespace) -> CoordinatorSettings:
+    # Deferred: the coordinator's modules load grpc, which `codream simulate` must not (the
+    # parser that simulate builds holds this subcommand too).
     from coordinator.network_transport import Timeouts
     from coordinator.security import ServerSecurity, load_tokens
     from coordinator.service import CoordinatorSettings
@@ -66,12 +73,12 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     )
 
 
-def _cmd_coordinator(args: argparse.Namespace) -> int:
-    from codream.cli import _flags, load_run_config
+def run_coordinator(args: argparse.Namespace) -> int:
+    # Deferred: grpc, which `codream simulate` must not load (see settings_from_args).
     from coordinator.network_transport import Stopped
     from coordinator.service import CoordinatorService
 
-    config = load_run_config(args.config, os.environ, _flags(args))
+    config = load_run_config(args.config, os.environ, config_flags(args))
     try:
         settings = settings_from_args(args)
     except ValueError as error:
@@ -109,95 +116,9 @@ def _cmd_coordinator(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_coordinator_command(commands: Any, add_config_flags: Any) -> None:
+def add_coordinator_command(commands: Any) -> argparse.ArgumentParser:
     parser = commands.add_parser("coordinator", help="serve a federation: nodes dial in")
     add_config_flags(parser)
     add_serving_flags(parser)
-    parser.set_defaults(func=_cmd_coordinator)
-
-
-def _cmd_cluster(args: argparse.Namespace) -> int:
-    import json
-    import shutil
-    from pathlib import Path
-
-    from tqdm import tqdm
-
-    from codream.cli import _flags, load_run_config, summary_line
-    from codream.config import to_toml
-    from coordinator.local_cluster import LocalCluster
-
-    flags = _flags(args)
-    flags["clients"] = args.nodes
-    config = load_run_config(args.config, os.environ, flags)
-    run_dir = Path(config.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "progress.jsonl").unlink(missing_ok=True)
-    (run_dir / "checkpoint.pt").unlink(missing_ok=True)  # a new cluster is a new run
-    shutil.rmtree(run_dir / "state", ignore_errors=True)  # and its nodes start afresh
-    config_file = run_dir / "cluster-config.toml"
-    config_file.write_text(to_toml(config))
-    cluster = LocalCluster(run_dir, args.nodes, ["--config", str(config_file)],
-                           node_args=["--device", args.node_device], tls=args.tls,
-                           log_json=args.log_json)
-    total = config.rounds + (0 if config.strategy == "fedavg" else 1)
-    bar = tqdm(total=total, desc=f"{config.strategy} cluster, {args.nodes} nodes", unit="round",
-               disable=args.no_progress)
-    seen = 0
-    try:
-        cluster.start()
-        print(f"coordinator on 127.0.0.1:{cluster.port} (health {cluster.health_port}); "
-              f"logs in {cluster.logs}", file=sys.stderr)
-        coordinator = cluster.processes["coordinator"]
-        while coordinator.poll() is None:
-            seen = _show_progress(run_dir / "progress.jsonl", bar, seen)
-            try:
-                coordinator.wait(0.5)
-            except Exception:  # noqa: BLE001 — still running
-                pass
-            crashed = [n for n in cluster.node_ids if cluster.processes[n].poll() not in (None, 0)]
-            if crashed:
-                print(f"node(s) {', '.join(crashed)} exited with errors; see {cluster.logs}",
-                      file=sys.stderr)
-        _show_progress(run_dir / "progress.jsonl", bar, seen)
-        bar.close()
-        codes = cluster.wait_all(30.0)
-    finally:
-        cluster.stop()
-    print("exit codes: " + ", ".join(f"{k} {v}" for k, v in codes.items()))
-    metrics_file = run_dir / "metrics.json"
-    if codes.get("coordinator") != 0 or not metrics_file.is_file():
-        print(f"the run did not finish; see {cluster.logs}", file=sys.stderr)
-        return 1
-    summary = json.loads(metrics_file.read_text()).get("summary", {})
-    secure = "on" if config.secagg.enabled else "off"
-    print(summary_line(f"{config.strategy} on a {args.nodes}-node cluster (secure aggregation {secure})",
-                       summary))
-    print(f"wall {summary.get('wall_seconds', 0):.1f} s; run directory: {run_dir}")
-    return 0
-
-
-def _show_progress(path: Any, bar: Any, seen: int) -> int:
-    import json
-
-    if not path.is_file():
-        return seen
-    lines = path.read_text().splitlines()
-    for line in lines[seen:]:
-        entry = json.loads(line)
-        postfix = {"acc": f"{entry['mean_client_accuracy']:.3f}"}
-        if entry.get("server_accuracy") is not None:
-            postfix["server"] = f"{entry['server_accuracy']:.3f}"
-        bar.set_postfix(postfix)
-        bar.update(1)
-    return len(lines)
-
-
-def add_cluster_command(commands: Any, add_config_flags: Any) -> None:
-    parser = commands.add_parser("cluster", help="a coordinator and N nodes as processes on 127.0.0.1")
-    add_config_flags(parser)
-    parser.add_argument("--nodes", type=int, default=4, help="node processes (sets clients)")
-    parser.add_argument("--node-device", default="auto", help="auto | cpu | cuda for every node")
-    parser.add_argument("--tls", action="store_true", help="mTLS with a generated dev PKI")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.set_defaults(func=_cmd_cluster)
+    parser.set_defaults(func=run_coordinator)
+    return parser

@@ -1,7 +1,6 @@
 """`codream node`: flags, token and TLS files to NodeOptions; signals to a clean stop.
 
-The only place on the node side that reads files, environment and flags (STYLE: only the CLI
-does); the daemon receives finished options.
+The daemon reads no files, environment or flags (only the CLI does); it receives finished options.
 """
 
 from __future__ import annotations
@@ -13,8 +12,12 @@ import signal
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from codream.config import ConfigError
+
+if TYPE_CHECKING:
+    from client_node.node_options import NodeOptions
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +84,10 @@ def read_token(token_file: str | None, environ: Mapping[str, str]) -> str | None
     return environ.get(TOKEN_ENVIRONMENT, "").strip() or None
 
 
-def node_options(args: argparse.Namespace, environ: Mapping[str, str]):
+def node_options(args: argparse.Namespace, environ: Mapping[str, str]) -> NodeOptions:
     """NodeOptions from parsed flags; ConfigError names the flag at fault."""
-    # grpc is imported only when a node runs, so `codream simulate` never loads it.
+    # Deferred: the node's modules load grpc, imported only when a node runs, so that
+    # `codream simulate` never loads it (its parser holds this subcommand too).
     from client_node.channel import ChannelSecurity
     from client_node.node_options import NodeOptions
 
@@ -117,6 +121,7 @@ def node_options(args: argparse.Namespace, environ: Mapping[str, str]):
 def run_node(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     """Runs the daemon until SIGTERM/SIGINT or `stop` (exit 0), a shutdown task (0; with
     --after-run wait, idles until stopped) or a refusal (3)."""
+    # Deferred: grpc, which `codream simulate` must not load (see node_options).
     from client_node.daemon import EXIT_OK
     from client_node.node_endpoints import observed_daemon
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from codream.cli.dev_certificates import generate_dev_pki
 from coordinator.security import generate_tokens, write_private_file, write_tokens
 
 
@@ -66,8 +67,6 @@ class LocalCluster:
         for node, token in tokens.items():
             write_private_file(self.secrets / f"{node}.token", token.encode())
         if self.tls:
-            from coordinator.dev_certificates import generate_dev_pki
-
             generate_dev_pki(self.secrets / "pki", self.node_ids)
 
     def start_coordinator(self, timeout: float = 120.0, port: int = 0) -> None:
