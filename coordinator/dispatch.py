@@ -31,7 +31,7 @@ class OpenTask:
     value: Any = None
     done: bool = False
     closed: bool = False
-    sent_bytes: int = 0
+    sent_bytes: int = 0  # wire bytes of the task as the member pulled it (0: never pulled)
     received_bytes: int = 0
 
 
@@ -62,8 +62,7 @@ class Dispatcher:
             self._sequence += 1
             task.sequence = self._sequence
             task.coordinator_run = self.coordinator_run
-            size = task.ByteSize() + (shared.ByteSize() if shared is not None else 0)
-            entry = OpenTask(member, task, accept, shared, sent_bytes=size)
+            entry = OpenTask(member, task, accept, shared)
             self._open[(member.member_id, task.sequence)] = entry
             self._queues.setdefault(member.member_id, deque()).append(entry)
             self._mailbox(member).notify()
@@ -126,10 +125,12 @@ class Dispatcher:
                 mail.wait(min(remaining, 1.0))
             entry = queue.popleft()
         if entry.shared is None:
-            return entry.task
-        task = pb.Task()  # built outside the lock: the body may be large
-        task.CopyFrom(entry.shared)
-        task.MergeFrom(entry.task)
+            task = entry.task
+        else:
+            task = pb.Task()  # built outside the lock: the body may be large
+            task.CopyFrom(entry.shared)
+            task.MergeFrom(entry.task)
+        entry.sent_bytes = task.ByteSize()  # what the member is handed, header and body merged
         return task
 
     def submit(self, member: Member, result: pb.TaskResult) -> None:

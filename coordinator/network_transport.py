@@ -93,8 +93,7 @@ class NetworkTransport:
         if request.summed and self.secure is not None:
             total = self.secure.sum(task, message, request.size)
             up = {node: payload_bytes_of_contribution(request.size) for node in total.contributors}
-            members = self.secure.session.node_ids if self.secure.session is not None else []
-            traffic = {node: (down, up.get(node, 0)) for node in members}
+            traffic = {node: (down, up.get(node, 0)) for node in self.secure.last_step_members}
             return Replies({}, total, traffic), 0
         members = self.membership.live()
         entries = []

@@ -61,9 +61,11 @@ class SecureRounds:
         self.session: Session | None = None
         self.clipped = 0
         self.sessions_started = 0
+        self.last_step_members: list[str] = []  # node ids the last step posted a masked-input task to
 
     def sum(self, task: Task, message: pb.Task, size: int) -> AggregateSum:
         """One secure step for `task`; an aborted step sums nothing (weight 0) and ends the session."""
+        self.last_step_members = []
         try:
             session = self._session_for(task, size)
             if session is None:
@@ -140,6 +142,7 @@ class SecureRounds:
         server = session.server
         skipped: dict[str, str] = {}
         masked = []
+        self.last_step_members = [session.members[i].node_id for i in sorted(server.alive)]
         for index in sorted(server.alive):
             task = pb.Task(task_id=message.task_id, round=message.round)  # the header; body shared
             task.secure.session_id = server.session_id

@@ -230,9 +230,6 @@ def test_traffic_per_node_is_the_payload_bytes_of_the_task_and_of_each_reply():
         assert c.transport.wire_bytes[node][1] == received > 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Dispatcher.post counts a shared task's wire bytes as header.ByteSize() + shared.ByteSize(), "
-    "but the node is handed the two merged, so task_id and round (in both) are counted twice"))
 def test_wire_bytes_sent_are_the_bytes_of_the_task_the_node_pulls():
     with cluster(NODES, PLAIN) as c:
         for node in NODES:

@@ -139,10 +139,6 @@ def test_a_node_silent_mid_step_is_recovered_and_excluded_and_stays_out_of_the_s
         assert len(c.nodes["node-2"].pulled) == pulled_before  # it was sent nothing
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "NetworkTransport._deliver gives every member of the secure session (session.node_ids) "
-    "a share of the task's download, also one that left the session in an earlier step and "
-    "was posted nothing, so the round metrics over-count its received bytes"))
 def test_a_node_that_left_the_session_is_not_counted_as_receiving_later_steps():
     def silent_on_its_masked_input(node, task, result):
         return [] if task.WhichOneof("body") == "dream_step" else [result]
