@@ -48,12 +48,8 @@ from secagg.prg import MaskStreams
 from secagg.verification import check_advert, check_header, check_ids, verify_signature
 
 
-class ServerPhase(str, enum.Enum):
-    """Which messages the server takes now; the rounds of a block run in this order.
-
-    A str enum: each member equals the bare string that named the phase before it existed
-    ("advertise" == ServerPhase.ADVERTISE), so callers that compare against those keep working.
-    """
+class ServerPhase(enum.Enum):
+    """Which messages the server takes now; the rounds of a block run in this order."""
 
     ADVERTISE = "advertise"  # collecting AdvertiseKeys
     SHARE = "share"  # key directories handed out; collecting ShareKeys

@@ -6,11 +6,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from codream.config import RunConfig
+from codream.strategies import strategy_named
 
 
 def progress_total(config: RunConfig) -> int:
-    """Progress-bar steps (rounds reported): `rounds`, and one more for every strategy but fedavg."""
-    return config.rounds + (0 if config.strategy == "fedavg" else 1)
+    """Progress-bar steps: the rounds the run's strategy reports (FedAvg has no round 0)."""
+    return strategy_named(config.strategy).rounds_in(config)
 
 
 def summary_line(what: str, summary: Mapping[str, Any]) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from protos.codream.v1 import codream_pb2 as pb
-from secagg import SecAggConfig, SecAggServer, StepResult, decode
+from secagg import SecAggConfig, SecAggServer, ServerPhase, StepResult, decode
 from secagg.messages import AdvertiseKeys, MaskedInput, ShareKeys, UnmaskResponse
 
 
@@ -68,7 +68,7 @@ class SecureCoordinator:
 
     def step(self, method_task: Callable[[int], dict]) -> tuple[StepResult, dict[int, pb.TaskResult]]:
         """One summed task: `method_task(i)` gives node i's body fields (e.g. dream_step=...)."""
-        first = self.server._phase == "advertise"
+        first = self.server.phase is ServerPhase.ADVERTISE
         if first:
             self.setup_block()
         sid, step = self.server.session_id, self.server.step
