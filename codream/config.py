@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from codream.dream_objective import DreamLossWeights
 from codream.local_dreaming import LocalDreamConfig
 from codream.nested_config import ConfigError, build, dotted, merge, require, to_dict, to_toml
+from codream.partition import is_valid_scheme as partition_scheme_is_valid
 from codream.server_optimizer import ServerOptimizerConfig
 from codream.soft_labels import MODES as SOFT_LABEL_MODES
 from codream.strategies import STRATEGIES
@@ -161,6 +162,9 @@ class RunConfig:
     local_epochs: int = 1
     weighting: str = "samples"
     device: str = "auto"
+    # torch threads in every process of the run (simulate, coordinator, each node): a part of
+    # the run, so its numbers never depend on the machine's core count
+    threads: int = 1
     out: str = "runs/latest"
     train: TrainConfig = field(default_factory=TrainConfig)
     dream: DreamConfig = field(default_factory=DreamConfig)
@@ -182,10 +186,12 @@ class RunConfig:
         require(self.local_epochs >= 0, "local_epochs", "must be >= 0")
         require(len(self.models) >= 1, "models", "name at least one model")
         require(
-            re.fullmatch(r"iid|dirichlet:[0-9.eE+-]+", self.partition) is not None,
+            re.fullmatch(r"iid|dirichlet:[0-9.eE+-]+", self.partition) is not None
+            and partition_scheme_is_valid(self.partition),
             "partition",
-            f"must be 'iid' or 'dirichlet:ALPHA', got {self.partition!r}",
+            f"must be 'iid' or 'dirichlet:ALPHA' with ALPHA > 0, got {self.partition!r}",
         )
+        require(self.threads >= 1, "threads", f"must be >= 1, got {self.threads}")
         require(
             self.weighting in ("samples", "equal"),
             "weighting",

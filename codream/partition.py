@@ -65,6 +65,15 @@ def _parse_scheme(scheme: str) -> float | None:
     raise ValueError(f"unknown partition scheme {scheme!r}; allowed: {ALLOWED_SCHEMES}")
 
 
+def is_valid_scheme(scheme: str) -> bool:
+    """Whether `partition` accepts `scheme` ('iid' or 'dirichlet:ALPHA' with a finite ALPHA > 0)."""
+    try:
+        _parse_scheme(scheme)
+    except ValueError:
+        return False
+    return True
+
+
 def _dirichlet_draw(
     labels: np.ndarray, num_clients: int, alpha: float, rng: np.random.Generator
 ) -> list[list[int]]:
