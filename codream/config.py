@@ -10,14 +10,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from codream.dream_objective import DreamLossWeights
-from codream.local_dreaming import LocalDreamConfig
+from codream.dream_objective import BatchNormStatistics, DreamLossWeights
+from codream.local_dreaming import UPDATE_NORMS, LocalDreamConfig
 from codream.nested_config import ConfigError, build, dotted, merge, require, to_dict, to_toml
 from codream.partition import is_valid_scheme as partition_scheme_is_valid
 from codream.server_optimizer import ServerOptimizerConfig
 from codream.soft_labels import MODES as SOFT_LABEL_MODES
 from codream.strategies import STRATEGIES
-from codream.training import SgdConfig
+from codream.training import OPTIMIZERS, OptimizerConfig
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,15 @@ class DreamConfig:
     adaptive: float = 0.0
     adaptive_from_round: int = 2
     diversity: float = 5.0
+    bn_reduction: str = "sum"  # sum (DeepInversion) or mean over a model's BN layers
+    update_norm: str = "none"  # none, or rms: each client's change per dream at unit RMS
 
     def __post_init__(self) -> None:
+        require(self.bn_reduction in BatchNormStatistics.BN_REDUCTIONS, "dream.bn_reduction",
+                f"must be one of {', '.join(BatchNormStatistics.BN_REDUCTIONS)}, "
+                f"got {self.bn_reduction!r}")
+        require(self.update_norm in UPDATE_NORMS, "dream.update_norm",
+                f"must be one of {', '.join(UPDATE_NORMS)}, got {self.update_norm!r}")
         for name in ("batch_size", "global_steps", "batches_per_round", "local_steps"):
             require(getattr(self, name) >= 1, f"dream.{name}", "must be >= 1")
         require(self.local_lr > 0, "dream.local_lr", "must be > 0")
@@ -54,7 +61,8 @@ class DreamConfig:
         weights = DreamLossWeights(
             self.entropy, self.bn, self.tv, self.l2, self.adaptive, self.diversity
         )
-        return LocalDreamConfig(self.local_steps, self.local_lr, self.local_optimizer, weights)
+        return LocalDreamConfig(self.local_steps, self.local_lr, self.local_optimizer, weights,
+                                self.bn_reduction, self.update_norm)
 
 
 @dataclass(frozen=True)
@@ -67,9 +75,12 @@ class DistillConfig:
     epochs: int = 2
     dream_batch_size: int = 128
     lr: float = 0.01
+    optimizer: str = "sgd"  # sgd (momentum, weight decay of `train`) or adam
     soft_labels: str = "class_counts"
 
     def __post_init__(self) -> None:
+        require(self.optimizer in OPTIMIZERS, "distill.optimizer",
+                f"must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         require(
             self.soft_labels in SOFT_LABEL_MODES,
             "distill.soft_labels",
@@ -97,9 +108,9 @@ class ServerModelConfig:
         require(self.lr > 0, "server_model.lr", "must be > 0")
         require(self.batch_size >= 2, "server_model.batch_size", "must be >= 2")
 
-    def sgd(self) -> SgdConfig:
+    def optimizer_config(self) -> OptimizerConfig:
         """The recipe for any model trained on dreams only (server model, adaptive-teaching student)."""
-        return SgdConfig(self.lr, 0.9, 5e-4, self.batch_size)
+        return OptimizerConfig(self.lr, 0.9, 5e-4, self.batch_size)
 
 
 @dataclass(frozen=True)
@@ -110,15 +121,19 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 64
+    optimizer: str = "sgd"  # sgd (with momentum) or adam
 
     def __post_init__(self) -> None:
+        require(self.optimizer in OPTIMIZERS, "train.optimizer",
+                f"must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         require(self.lr > 0, "train.lr", "must be > 0")
         require(0 <= self.momentum < 1, "train.momentum", "must be in [0, 1)")
         require(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
         require(self.batch_size >= 2, "train.batch_size", "must be >= 2")
 
-    def sgd(self) -> SgdConfig:
-        return SgdConfig(self.lr, self.momentum, self.weight_decay, self.batch_size)
+    def optimizer_config(self) -> OptimizerConfig:
+        return OptimizerConfig(self.lr, self.momentum, self.weight_decay, self.batch_size,
+                               self.optimizer)
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,14 @@ class BatchNormStatistics:
     Models without BatchNorm contribute zero, so any architecture can join.
     """
 
-    def __init__(self, model: nn.Module):
+    BN_REDUCTIONS = ("sum", "mean")
+
+    def __init__(self, model: nn.Module, reduction: str = "sum"):
+        """`reduction`: the layers' terms summed (DeepInversion), or averaged, so a deep model
+        with many BN layers pulls the shared dreams no harder than a shallow one."""
+        if reduction not in self.BN_REDUCTIONS:
+            raise ValueError(f"unknown BN reduction {reduction!r}; use one of {self.BN_REDUCTIONS}")
+        self.reduction = reduction
         self._terms: list[torch.Tensor] = []
         self._layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
@@ -105,7 +112,8 @@ class BatchNormStatistics:
     def loss(self) -> torch.Tensor:
         if not self._terms:
             return torch.zeros(())
-        return torch.stack(self._terms).sum()
+        terms = torch.stack(self._terms)
+        return terms.mean() if self.reduction == "mean" else terms.sum()
 
 
 @dataclass

@@ -25,6 +25,23 @@ class LocalDreamConfig:
     lr: float = 1.0
     optimizer: str = "sgd"
     weights: DreamLossWeights = DreamLossWeights()
+    bn_reduction: str = "sum"  # BatchNormStatistics: the layers' terms summed or averaged
+    update_norm: str = "none"  # "rms": each dream's Δ scaled to unit RMS (see normalise_update)
+
+
+UPDATE_NORMS = ("none", "rms")
+
+
+def normalise_update(delta: torch.Tensor, mode: str) -> torch.Tensor:
+    """Δ_k as sent. "rms" scales each dream's change to unit root-mean-square, so every client
+    pushes every dream equally hard whatever its architecture's gradient scale (a VGG's BN
+    prior, an MLP's flat logits); the weights w_k still decide how much each client counts."""
+    if mode == "none":
+        return delta
+    if mode == "rms":
+        rms = delta.pow(2).mean(dim=tuple(range(1, delta.dim())), keepdim=True).sqrt()  # (B, 1, 1, 1)
+        return delta / rms.clamp_min(1e-12)
+    raise ValueError(f"unknown update norm {mode!r}; use one of {', '.join(UPDATE_NORMS)}")
 
 
 def initial_dreams(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -53,7 +70,7 @@ def local_dream_update(
         optimizer: torch.optim.Optimizer = torch.optim.Adam([x], lr=config.lr)
     else:
         optimizer = torch.optim.SGD([x], lr=config.lr)
-    bn_stats = BatchNormStatistics(model)
+    bn_stats = BatchNormStatistics(model, config.bn_reduction)
     try:
         for _ in range(config.steps):
             optimizer.zero_grad(set_to_none=True)
@@ -64,4 +81,4 @@ def local_dream_update(
         for p, required in zip(model.parameters(), params_required, strict=False):
             p.requires_grad_(required)
         model.train(was_training)
-    return (x.detach() - start)  # (B, C, H, W)
+    return normalise_update(x.detach() - start, config.update_norm)  # (B, C, H, W)

@@ -38,7 +38,7 @@ from codream.messages import (
 from codream.parameters import flatten_state, load_flat_state
 from codream.soft_labels import soft_label_values
 from codream.training import (
-    SgdConfig,
+    OptimizerConfig,
     evaluate,
     knowledge_acquisition,
     predict_logits,
@@ -120,7 +120,7 @@ class NodeTaskLogic:
     @handles(TrainLocal)
     def _train_local(self, task: TrainLocal) -> Reply:
         loss = train_supervised(
-            self.model, self.x_train, self.y_train, task.epochs, self.config.train.sgd(),
+            self.model, self.x_train, self.y_train, task.epochs, self.config.train.optimizer_config(),
             self.generator,
         )
         return TrainReport(len(self.x_train), loss)
@@ -153,10 +153,11 @@ class NodeTaskLogic:
         distill = self.config.distill
         self.buffer.add(task.dreams.to(self.device), task.logits.to(self.device))
         dreams, logits = self.buffer.tensors()
-        sgd = SgdConfig(distill.lr, self.config.train.momentum, self.config.train.weight_decay,
-                        self.config.train.batch_size)
+        train = self.config.train
+        recipe = OptimizerConfig(distill.lr, train.momentum, train.weight_decay, train.batch_size,
+                                 distill.optimizer)
         loss = knowledge_acquisition(
-            self.model, self.x_train, self.y_train, dreams, logits, distill.epochs, sgd,
+            self.model, self.x_train, self.y_train, dreams, logits, distill.epochs, recipe,
             distill.kd_weight, distill.temperature, distill.dream_batch_size, self.generator,
         )
         if self.student is not None and self.config.dream.adaptive > 0:
@@ -164,7 +165,7 @@ class NodeTaskLogic:
             # so it marks what the dreams have not yet taught.
             server = self.config.server_model
             train_on_dreams(self.student, dreams, logits, server.steps,
-                            server.sgd(),
+                            server.optimizer_config(),
                             distill.temperature, self.generator)
         return TrainReport(len(self.x_train), loss)
 
@@ -173,7 +174,7 @@ class NodeTaskLogic:
         if task.parameters is not None:
             load_flat_state(self.model, task.parameters)
         train_supervised(
-            self.model, self.x_train, self.y_train, task.epochs, self.config.train.sgd(),
+            self.model, self.x_train, self.y_train, task.epochs, self.config.train.optimizer_config(),
             self.generator, cosine=False,
         )
         return self._contribution(torch.from_numpy(flatten_state(self.model)), "parameters",

@@ -12,21 +12,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+OPTIMIZERS = ("sgd", "adam")
+
 
 @dataclass(frozen=True)
-class SgdConfig:
-    """SGD with momentum and weight decay, the warm-up recipe of DESIGN §1."""
+class OptimizerConfig:
+    """A training loop's optimiser: SGD with momentum (the method's warm-up recipe) or Adam.
+
+    Adam adapts its step per parameter, so one learning rate suits very different
+    architectures (an MLP, a VGG, a ResNet), where SGD's best rate differs per model.
+    `weight_decay` is an L2 term in both.
+    """
 
     lr: float = 0.05
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD only
     weight_decay: float = 5e-4
     batch_size: int = 64
+    name: str = "sgd"
 
 
-def make_sgd(model: nn.Module, config: SgdConfig) -> torch.optim.SGD:
-    return torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
+def make_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
+    if config.name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    raise ValueError(f"unknown optimizer {config.name!r}; use one of {', '.join(OPTIMIZERS)}")
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -39,14 +50,14 @@ def train_supervised(
     x: torch.Tensor,  # (N, C, H, W) on the model's device
     y: torch.Tensor,  # (N,)
     epochs: int,
-    config: SgdConfig,
+    config: OptimizerConfig,
     generator: torch.Generator,
     cosine: bool = True,
 ) -> float:
     """Cross-entropy training; returns the mean loss of the last epoch (nan if no batches)."""
     if epochs <= 0 or len(x) == 0:
         return float("nan")
-    optimizer = make_sgd(model, config)
+    optimizer = make_optimizer(model, config)
     batches_per_epoch = max(1, -(-len(x) // config.batch_size))
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * batches_per_epoch)
@@ -135,7 +146,7 @@ def knowledge_acquisition(
     dreams: torch.Tensor,  # (D, C, H, W) the dream buffer
     dream_logits: torch.Tensor,  # (D, classes) aggregated soft labels z̄
     epochs: int,
-    config: SgdConfig,
+    config: OptimizerConfig,
     kd_weight: float,
     temperature: float,
     dream_batch_size: int,
@@ -144,7 +155,7 @@ def knowledge_acquisition(
     """CE on local data + λ·KD on dreams, in separate forward passes so BN statistics never mix."""
     if epochs <= 0:
         return float("nan")
-    optimizer = make_sgd(model, config)
+    optimizer = make_optimizer(model, config)
     model.train()
     last = float("nan")
     for _ in range(epochs):
@@ -172,14 +183,14 @@ def train_on_dreams(
     dreams: torch.Tensor,  # (D, C, H, W)
     dream_logits: torch.Tensor,  # (D, classes)
     steps: int,
-    config: SgdConfig,
+    config: OptimizerConfig,
     temperature: float,
     generator: torch.Generator,
 ) -> float:
     """Distil soft labels into a model that never sees real data (the server model)."""
     if steps <= 0:
         return float("nan")
-    optimizer = make_sgd(model, config)
+    optimizer = make_optimizer(model, config)
     model.train()
     loss_value = float("nan")
     for _ in range(steps):

@@ -36,7 +36,7 @@ class Centralized(Strategy):
         for r in range(config.rounds + 1):
             started = time.perf_counter()
             epochs = config.warmup_epochs if r == 0 else config.local_epochs
-            train_supervised(model, x, y, epochs, config.train.sgd(), generator)
+            train_supervised(model, x, y, epochs, config.train.optimizer_config(), generator)
             accuracy, loss = evaluate(model, x_test, y_test)
             yield {
                 "round": r,

@@ -121,7 +121,7 @@ class CoDream(Strategy):
             return {}
         server = self.config.server_model
         dreams, logits = self.server_buffer.tensors()
-        train_on_dreams(self.server_model, dreams, logits, server.steps, server.sgd(),
+        train_on_dreams(self.server_model, dreams, logits, server.steps, server.optimizer_config(),
                         self.config.distill.temperature, self.generator)
         x_test, y_test = self.setting.x_test, self.setting.y_test
         if x_test is None or y_test is None:

@@ -16,7 +16,7 @@ from codream.in_memory_transport import drive
 from codream.models import build_seeded_model
 from codream.node_build import build_node, client_partitions, node_id
 from codream.round_logic import build_coordinator
-from codream.training import SgdConfig, evaluate, predict_logits, train_on_dreams
+from codream.training import OptimizerConfig, evaluate, predict_logits, train_on_dreams
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,7 @@ def _students_accuracy(dataset_name: str, clients: int, warmup_epochs: int, batc
     accuracies = []
     for x, z in ((dreams, dream_logits), (noise, noise_logits)):
         student = build_seeded_model("cnn", dataset.input_shape, dataset.num_classes, seed + 5)
-        train_on_dreams(student, x, z, student_steps, SgdConfig(0.05, 0.9, 5e-4, 64),
+        train_on_dreams(student, x, z, student_steps, OptimizerConfig(0.05, 0.9, 5e-4, 64),
                         config.distill.temperature, torch.Generator().manual_seed(seed + 2))
         accuracies.append(evaluate(student, dataset.x_test, dataset.y_test)[0])
     return accuracies[0], accuracies[1], teacher_accuracy
