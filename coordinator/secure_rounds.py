@@ -121,10 +121,9 @@ class SecureRounds:
                                      server.receive_advertise))
         self.dispatcher.gather(begins, self.round_timeout)
         self.count(begins)
-        shares = []
+        server.close_advertise()  # before the directory is built: whoever was silent is out,
+        shares = []               # whatever its index
         for index in sorted(server.alive):
-            if index not in server.alive:  # the first call closes the round: silent ones are out
-                continue
             directory = server.key_directory(index)
             task = pb.Task(task_id=f"secagg/{server.session_id.hex()[:8]}/block{server.block}/share",
                            key_directory=directory.to_bytes())
@@ -132,10 +131,9 @@ class SecureRounds:
                                      server.receive_share_keys))
         self.dispatcher.gather(shares, self.round_timeout)
         self.count(shares)
-        session.deliveries = {}
-        for index in sorted(server.alive):
-            if index in server.alive:  # as above: the first call drops who sent no shares
-                session.deliveries[index] = server.share_delivery(index).to_bytes()
+        server.close_share_keys()  # as above: who sent no shares is out before any delivery
+        session.deliveries = {index: server.share_delivery(index).to_bytes()
+                              for index in sorted(server.alive)}
 
     # ---- one step -------------------------------------------------------------------------
     def _step(self, session: Session, message: pb.Task) -> AggregateSum:

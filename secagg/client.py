@@ -9,6 +9,7 @@ step j reveals s_sk[j] only, from which nothing about other steps' masks follows
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hmac
 import os
@@ -35,6 +36,7 @@ from secagg.errors import (
 )
 from secagg.messages import (
     KIND_MASK_KEY,
+    KIND_PAIR_KEY,
     KIND_SELF_MASK,
     AdvertiseKeys,
     ConsistencyRequest,
@@ -74,6 +76,8 @@ class _BlockSecrets:
     peer_s: dict[int, tuple[bytes, ...]] = field(default_factory=dict)
     # holder shares: peer -> (2, steps, CHUNKS) uint64, [0] = s_sk shares, [1] = b shares
     held: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    # live neighbours whose bundle was unusable: still masked with, but no shares held
+    unheld: dict[int, str] = field(default_factory=dict, repr=False)
 
 
 class SecAggClient:
@@ -121,14 +125,17 @@ class SecAggClient:
             s_privates=[self._new_x25519() for _ in range(steps)],
             b_seeds=[self._random_bytes(32) for _ in range(steps)],
         )
+        first = self.block * steps
         message = AdvertiseKeys(
             Header(self.session_id, self.block, self.id),
             _public(secrets.c_private),
             tuple(_public(k) for k in secrets.s_privates),
+            b_commitments=tuple(common.seed_commitment(self.session_id, first + j, self.id, b)
+                                for j, b in enumerate(secrets.b_seeds)),
         )
         if self.config.authenticated:
             signature = self._sign(message.signed_bytes())
-            message = AdvertiseKeys(message.header, message.c_public, message.s_publics, signature)
+            message = dataclasses.replace(message, signature=signature)
         self._own_advert = message
         self.phase = Phase.ADVERTISED
         return message
@@ -160,9 +167,10 @@ class SecAggClient:
         payload = [_private_bytes(k) for k in secrets.s_privates] + secrets.b_seeds
         shares = shamir.split(payload, xs, self.config.shares_needed, self._random_bytes)
         steps = self.config.steps_per_block
-        ciphertexts = []
+        ciphertexts, commitments = [], []
         for row, holder in zip(shares, holders, strict=True):
             bundle = row.reshape(2, steps, shamir.CHUNKS)
+            commitments.append((holder, self._commit(self.id, holder, bundle)))
             if holder == self.id:
                 secrets.held[self.id] = bundle
                 continue
@@ -179,40 +187,70 @@ class SecAggClient:
             plaintext = bundle.astype("<u4").tobytes()
             ciphertexts.append((holder, nonce + AESGCM(key).encrypt(nonce, plaintext, aad)))
         self.phase = Phase.SHARED
-        return ShareKeys(Header(self.session_id, self.block, self.id), tuple(ciphertexts))
+        return ShareKeys(Header(self.session_id, self.block, self.id), tuple(ciphertexts),
+                         tuple(commitments))
 
     def receive_shares(self, delivery: ShareDelivery) -> None:
-        """Decrypt the bundles from neighbours; those who sent none are out of the session."""
+        """Decrypt the bundles from neighbours; those who sent none are out of the session.
+
+        A bundle that does not decrypt, has the wrong length or does not match its sender's
+        commitments only costs its sender: this client keeps masking with it (the masking keys
+        came checked from the directory) but holds no shares of it, and says so in its masked
+        inputs (`unheld`), so the server never counts on them.
+        """
         self._expect(Phase.SHARED, "receive_shares")
         check_header(delivery.header, self.session_id, self.block, "ShareDelivery")
         if delivery.header.client_id != self.id:
             raise UnknownClient("ShareDelivery addressed to another client")
         secrets = self._block_secrets()
         senders = check_ids([s for s, _ in delivery.ciphertexts], set(secrets.peer_c), "ShareDelivery")
-        expected = shamir.SHARE_BYTES * 2 * self.config.steps_per_block
+        commitments = dict(delivery.commitments)
+        check_ids([s for s, _ in delivery.commitments], set(senders), "ShareDelivery commitments")
         for sender, blob in delivery.ciphertexts:
-            key = common.transport_key(
-                secrets.c_private,
-                secrets.peer_c[sender],
-                self.session_id,
-                self.block,
-                sender,
-                self.id,
-            )
-            aad = common.transport_aad(self.session_id, self.block, sender, self.id)
             try:
-                plaintext = AESGCM(key).decrypt(blob[:_NONCE], blob[_NONCE:], aad)
-            except (InvalidTag, ValueError) as exc:
-                raise DecryptionFailed(f"share bundle from client {sender} failed") from exc
-            if len(plaintext) != expected:
-                raise MalformedMessage(f"share bundle from client {sender} has wrong length")
-            bundle = np.frombuffer(plaintext, dtype="<u4").astype(np.uint64)
-            if np.any(bundle >= shamir.PRIME):
-                raise MalformedMessage(f"share bundle from client {sender} out of field")
-            secrets.held[sender] = bundle.reshape(2, self.config.steps_per_block, shamir.CHUNKS)
+                bundle = self._open_bundle(sender, blob)
+                if commitments.get(sender) != self._commit(sender, self.id, bundle):
+                    raise MalformedMessage(f"share bundle from client {sender} does not match its "
+                                           "commitments")
+            except (DecryptionFailed, MalformedMessage) as error:
+                secrets.unheld[sender] = str(error)
+                continue
+            secrets.held[sender] = bundle
         self.alive &= set(senders)
         self._need(len(self.alive) + 1, "neighbours that shared keys")
         self.phase = Phase.READY
+
+    @property
+    def unheld(self) -> dict[int, str]:
+        """Live neighbours of this block whose share bundle was unusable, with why."""
+        return {} if self._secrets is None else dict(self._secrets.unheld)
+
+    def _open_bundle(self, sender: int, blob: bytes) -> np.ndarray:
+        """Decrypt and check the bundle `sender` dealt this client: (2, steps, CHUNKS) uint64."""
+        secrets = self._block_secrets()
+        key = common.transport_key(
+            secrets.c_private, secrets.peer_c[sender], self.session_id, self.block, sender, self.id
+        )
+        aad = common.transport_aad(self.session_id, self.block, sender, self.id)
+        try:
+            plaintext = AESGCM(key).decrypt(blob[:_NONCE], blob[_NONCE:], aad)
+        except (InvalidTag, ValueError) as exc:
+            raise DecryptionFailed(f"share bundle from client {sender} failed") from exc
+        if len(plaintext) != shamir.SHARE_BYTES * 2 * self.config.steps_per_block:
+            raise MalformedMessage(f"share bundle from client {sender} has wrong length")
+        bundle = np.frombuffer(plaintext, dtype="<u4").astype(np.uint64)
+        if np.any(bundle >= shamir.PRIME):
+            raise MalformedMessage(f"share bundle from client {sender} out of field")
+        return bundle.reshape(2, self.config.steps_per_block, shamir.CHUNKS)
+
+    def _commit(self, owner: int, holder: int, bundle: np.ndarray) -> bytes:
+        """The commitments to one holder's shares of `owner`: kind-major, then step."""
+        first = self.block * self.config.steps_per_block
+        return b"".join(
+            common.share_commitment(self.session_id, self.block, owner, holder, kind, first + j,
+                                    shamir.share_to_bytes(bundle[kind, j]))
+            for kind in (KIND_MASK_KEY, KIND_SELF_MASK) for j in range(self.config.steps_per_block)
+        )
 
     # -- round 2: MaskedInputCollection -------------------------------------------------------
     def masked_input(self, step: int, x: np.ndarray, weight: float = 1.0) -> MaskedInput:
@@ -254,7 +292,8 @@ class SecAggClient:
             streams.apply(y[start:stop])
         self.last_clipped = clipped
         self.phase = Phase.MASKED
-        return MaskedInput(Header(self.session_id, step, self.id), y)
+        unheld = tuple(sorted(set(secrets.unheld) & self.alive))
+        return MaskedInput(Header(self.session_id, step, self.id), y, unheld)
 
     # -- round 3: ConsistencyCheck (authenticated mode) ---------------------------------------
     def sign_survivors(self, request: ConsistencyRequest) -> ConsistencySignature:
@@ -280,6 +319,7 @@ class SecAggClient:
         ids = self._session_ids()
         survivors = set(check_ids(request.survivors, ids, "UnmaskRequest survivors"))
         dropped = set(check_ids(request.dropped, ids, "UnmaskRequest dropped"))
+        pair_keys = set(check_ids(request.pair_keys, dropped, "UnmaskRequest pair keys"))
         both = survivors & dropped
         if both:
             raise RevealRefused(f"asked to reveal both secrets of clients {sorted(both)[:5]}")
@@ -302,13 +342,20 @@ class SecAggClient:
         ]:
             if self._revealed.get((peer, step), kind) != kind:
                 raise RevealRefused(f"already revealed the other secret of client {peer}")
+        secrets = self._block_secrets()
         shares = []
         for peer in sorted(local_dropped):
             self._revealed[(peer, step)] = KIND_MASK_KEY
-            shares.append((peer, KIND_MASK_KEY, shamir.share_to_bytes(self._held(peer)[0, j])))
+            if peer in pair_keys and peer in self.alive:  # its s_sk is too poorly held to rebuild
+                key = common.pairwise_mask_key(secrets.s_privates[j], secrets.peer_s[peer][j],
+                                               self.session_id, step, self.id, peer)
+                shares.append((peer, KIND_PAIR_KEY, key))
+            elif peer not in pair_keys and peer in secrets.held:
+                shares.append((peer, KIND_MASK_KEY, shamir.share_to_bytes(secrets.held[peer][0, j])))
         for peer in sorted(local_survivors):
             self._revealed[(peer, step)] = KIND_SELF_MASK
-            shares.append((peer, KIND_SELF_MASK, shamir.share_to_bytes(self._held(peer)[1, j])))
+            if peer in secrets.held:  # none held of a peer whose bundle was unusable
+                shares.append((peer, KIND_SELF_MASK, shamir.share_to_bytes(secrets.held[peer][1, j])))
         self.alive -= local_dropped
         self.step += 1
         self._survivors_signed = None
@@ -324,7 +371,7 @@ class SecAggClient:
         """RevealRefused if the request asks for the other secret of a (peer, step) revealed."""
         step = request.header.index
         asks = [(p, KIND_SELF_MASK) for p in request.survivors]
-        asks += [(p, KIND_MASK_KEY) for p in request.dropped]
+        asks += [(p, KIND_MASK_KEY) for p in request.dropped]  # pair keys are a subset of these
         for peer, kind in asks:
             if self._revealed.get((peer, step), kind) != kind:
                 raise RevealRefused(f"already revealed the other secret of client {peer}")
@@ -342,12 +389,6 @@ class SecAggClient:
 
     def _session_ids(self) -> frozenset[int]:
         return frozenset(range(self.config.n_clients))
-
-    def _held(self, peer: int) -> np.ndarray:
-        secrets = self._secrets
-        if secrets is None or peer not in secrets.held:
-            raise UnknownClient(f"no shares held for client {peer}")
-        return secrets.held[peer]
 
     def _block_secrets(self) -> _BlockSecrets:
         """This block's secrets; the phase checks admit no call before advertise_keys set them."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Iterable
 
@@ -9,9 +10,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from secagg import kdf
 from secagg.config import SecAggConfig
+from secagg.errors import InvalidPublicKey
 from secagg.graph import build_graph
 
 CONSISTENCY_LABEL = b"codream/secagg/v1/consistency"
+SEED_COMMITMENT_LABEL = b"codream/secagg/v1/seed-commitment"
+SHARE_COMMITMENT_LABEL = b"codream/secagg/v1/share-commitment"
+COMMITMENT_BYTES = 32
 
 
 def session_graph(config: SecAggConfig, session_id: bytes) -> dict[int, frozenset[int]]:
@@ -28,9 +33,38 @@ def pairwise_mask_key(
     s_private: X25519PrivateKey, peer_public: bytes, session_id: bytes, step: int, u: int, v: int
 ) -> bytes:
     """PRG key of the mask shared by u and v at `step` (symmetric in u, v)."""
-    agreed = s_private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+    agreed = agree(s_private, peer_public)
     lo, hi = min(u, v), max(u, v)
     return kdf.derive_key(agreed, kdf.LABEL_PAIRWISE_MASK, session_id, step, lo, hi)
+
+
+def agree(private: X25519PrivateKey, peer_public: bytes) -> bytes:
+    """X25519 shared secret; InvalidPublicKey when it is all zero (a small-order peer key).
+
+    OpenSSL refuses an all-zero result (RFC 7748 section 6.1), which `cryptography` raises as a
+    bare ValueError; keys are checked when advertised, so this is the last line of defence.
+    """
+    try:
+        return private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+    except ValueError as error:
+        raise InvalidPublicKey(f"key agreement failed: {error} (small-order or malformed key)") from None
+
+
+def seed_commitment(session_id: bytes, step: int, owner: int, seed: bytes) -> bytes:
+    """SHA-256 commitment to `owner`'s self-mask seed b of `step`, published in AdvertiseKeys."""
+    info = kdf.encode_info(SEED_COMMITMENT_LABEL, session_id, step, owner)
+    return hashlib.sha256(info + seed).digest()
+
+
+def share_commitment(session_id: bytes, block: int, owner: int, holder: int, kind: int, step: int,
+                     share: bytes) -> bytes:
+    """SHA-256 commitment to the share of `owner`'s secret of `kind` at `step` dealt to `holder`.
+
+    Shares carry ~279 bits of entropy each, so the hash hides them; the labels bind it to one
+    (session, block, owner, holder, kind, step), so a share cannot be moved to another slot.
+    """
+    info = kdf.encode_info(SHARE_COMMITMENT_LABEL, session_id, block, owner, holder, kind, step)
+    return hashlib.sha256(info + share).digest()
 
 
 def self_mask_key(seed: bytes, session_id: bytes, step: int, owner: int) -> bytes:
@@ -47,7 +81,7 @@ def transport_key(
     receiver: int,
 ) -> bytes:
     """AES-256-GCM key for the share bundle sender -> receiver of `block` (directional)."""
-    agreed = c_private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+    agreed = agree(c_private, peer_public)
     return kdf.derive_key(agreed, kdf.LABEL_SHARE_TRANSPORT, session_id, block, sender, receiver)
 
 

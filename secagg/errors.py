@@ -19,6 +19,10 @@ class VersionMismatch(MalformedMessage):
     """A message carries a wire-format version this code does not speak."""
 
 
+class InvalidPublicKey(MalformedMessage):
+    """An X25519 public key is malformed, non-canonical or of small order (RFC 7748 section 6.1)."""
+
+
 class DecryptionFailed(SecAggError):
     """An encrypted share bundle failed authentication (tampered, or not for us)."""
 
@@ -60,4 +64,20 @@ class InsufficientSurvivors(SecAggError):
 
 
 class ReconstructionFailed(SecAggError):
-    """Reconstructed secret does not match the key its owner advertised (bad shares)."""
+    """A rebuilt secret does not match what its owner advertised; `client` names the owner.
+
+    Every share that went into it matched its owner's commitment, so the owner dealt shares that
+    do not lie on one polynomial: the owner is at fault, not a holder.
+    """
+
+    def __init__(self, message: str, client: int | None = None) -> None:
+        super().__init__(message)
+        self.client = client
+
+
+class InvalidShare(SecAggError):
+    """A revealed share does not match its owner's commitment; `holder` names who sent it."""
+
+    def __init__(self, message: str, holder: int) -> None:
+        super().__init__(message)
+        self.holder = holder

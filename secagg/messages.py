@@ -22,6 +22,7 @@ _HEADER = struct.Struct(">2sBB16sII")
 SESSION_ID_BYTES = 16
 KEY_BYTES = 32
 SIGNATURE_BYTES = 64
+COMMITMENT_BYTES = 32
 
 
 class _Wire:
@@ -91,16 +92,19 @@ def _read_sig(r: _Reader) -> bytes | None:
 
 @dataclass(frozen=True)
 class AdvertiseKeys(_Wire):
-    """Round 0, client -> server: the block's encryption key and one masking key per step."""
+    """Round 0, client -> server: the block's encryption key, one masking key per step, and a
+    commitment to each step's self-mask seed b (so a rebuilt b can be checked)."""
 
     TAG = 1
     header: Header
     c_public: bytes
     s_publics: tuple[bytes, ...]
     signature: bytes | None = None
+    b_commitments: tuple[bytes, ...] = ()
 
     def body(self) -> bytes:
-        return self.c_public + struct.pack(">I", len(self.s_publics)) + b"".join(self.s_publics)
+        return (self.c_public + struct.pack(">I", len(self.s_publics)) + b"".join(self.s_publics)
+                + struct.pack(">I", len(self.b_commitments)) + b"".join(self.b_commitments))
 
     def signed_bytes(self) -> bytes:
         """What the Ed25519 identity key signs: the header and body, without the signature."""
@@ -113,12 +117,17 @@ class AdvertiseKeys(_Wire):
     def _decode_body(cls, header: Header, r: _Reader) -> AdvertiseKeys:
         c_public = r.take(KEY_BYTES)
         s_publics = tuple(r.take(KEY_BYTES) for _ in range(r.u32()))
-        return cls(header, c_public, s_publics, _read_sig(r))
+        b_commitments = tuple(r.take(COMMITMENT_BYTES) for _ in range(r.u32()))
+        return cls(header, c_public, s_publics, _read_sig(r), b_commitments)
 
 
 @dataclass(frozen=True)
 class KeyDirectory(_Wire):
-    """Round 0, server -> client: the advertisements of the client's neighbours and itself."""
+    """Round 0, server -> client: the advertisements of the client's neighbours and itself.
+
+    Entries are decoded as AdvertiseKeys only (the tag is checked before the body is read), so
+    nesting is one level deep whatever the bytes say.
+    """
 
     TAG = 2
     header: Header
@@ -129,53 +138,59 @@ class KeyDirectory(_Wire):
 
     @classmethod
     def _decode_body(cls, header: Header, r: _Reader) -> KeyDirectory:
-        entries = tuple(_expect(decode(r.blob()), AdvertiseKeys) for _ in range(r.u32()))
+        entries = tuple(decode(r.blob(), AdvertiseKeys) for _ in range(r.u32()))
         return cls(header, entries)
 
 
 @dataclass(frozen=True)
 class ShareKeys(_Wire):
-    """Round 1, client -> server: encrypted share bundles, one per neighbour (receiver, ct)."""
+    """Round 1, client -> server: encrypted share bundles, one per live neighbour (receiver, ct),
+    and for every holder, itself included, the commitments to its shares (holder, digests)."""
 
     TAG = 3
     header: Header
     ciphertexts: tuple[tuple[int, bytes], ...]
+    commitments: tuple[tuple[int, bytes], ...] = ()
 
     def _encode_body(self) -> bytes:
-        return _encode_pairs(self.ciphertexts)
+        return _encode_pairs(self.ciphertexts) + _encode_pairs(self.commitments)
 
     @classmethod
     def _decode_body(cls, header: Header, r: _Reader) -> ShareKeys:
-        return cls(header, _decode_pairs(r))
+        return cls(header, _decode_pairs(r), _decode_pairs(r))
 
 
 @dataclass(frozen=True)
 class ShareDelivery(_Wire):
-    """Round 1, server -> client: the bundles addressed to the client (sender, ct)."""
+    """Round 1, server -> client: the bundles addressed to the client (sender, ct) and each
+    sender's commitments to the shares in it (sender, digests)."""
 
     TAG = 4
     header: Header
     ciphertexts: tuple[tuple[int, bytes], ...]
+    commitments: tuple[tuple[int, bytes], ...] = ()
 
     def _encode_body(self) -> bytes:
-        return _encode_pairs(self.ciphertexts)
+        return _encode_pairs(self.ciphertexts) + _encode_pairs(self.commitments)
 
     @classmethod
     def _decode_body(cls, header: Header, r: _Reader) -> ShareDelivery:
-        return cls(header, _decode_pairs(r))
+        return cls(header, _decode_pairs(r), _decode_pairs(r))
 
 
 @dataclass(frozen=True)
 class MaskedInput(_Wire):
-    """Round 2, client -> server: y_u as little-endian uint32, 4 bytes per element."""
+    """Round 2, client -> server: y_u as little-endian uint32, 4 bytes per element, and the live
+    neighbours whose share bundles this client could not use (it holds no shares of them)."""
 
     TAG = 5
     header: Header
     masked: np.ndarray = field(repr=False)  # (d + 2,) uint32
+    unheld: tuple[int, ...] = ()
 
     def _encode_body(self) -> bytes:
         data = np.ascontiguousarray(self.masked, dtype="<u4")
-        return struct.pack(">I", data.shape[0]) + data.tobytes()
+        return struct.pack(">I", data.shape[0]) + data.tobytes() + _ids(self.unheld)
 
     @classmethod
     def _decode_body(cls, header: Header, r: _Reader) -> MaskedInput:
@@ -183,7 +198,7 @@ class MaskedInput(_Wire):
         start = r.pos
         r.take(4 * count)
         masked = np.frombuffer(r.data, dtype="<u4", count=count, offset=start)
-        return cls(header, masked)
+        return cls(header, masked, r.ids())
 
 
 @dataclass(frozen=True)
@@ -220,16 +235,19 @@ class ConsistencySignature(_Wire):
 
 @dataclass(frozen=True)
 class UnmaskRequest(_Wire):
-    """Round 4, server -> client: who survived (reveal b-shares), who dropped (s-shares)."""
+    """Round 4, server -> client: who survived (reveal b-shares), who dropped (s-shares), and
+    which of the dropped are too poorly held to rebuild (reveal the pairwise mask key instead)."""
 
     TAG = 8
     header: Header
     survivors: tuple[int, ...]
     dropped: tuple[int, ...]
     signatures: tuple[tuple[int, bytes], ...] = ()
+    pair_keys: tuple[int, ...] = ()  # a subset of `dropped`
 
     def _encode_body(self) -> bytes:
-        return _ids(self.survivors) + _ids(self.dropped) + _encode_pairs(self.signatures)
+        return (_ids(self.survivors) + _ids(self.dropped) + _encode_pairs(self.signatures)
+                + _ids(self.pair_keys))
 
     @classmethod
     def _decode_body(cls, header: Header, r: _Reader) -> UnmaskRequest:
@@ -237,11 +255,12 @@ class UnmaskRequest(_Wire):
         signatures = _decode_pairs(r)
         if any(len(s) != SIGNATURE_BYTES for _, s in signatures):
             raise MalformedMessage(f"signatures must be {SIGNATURE_BYTES} bytes")
-        return cls(header, survivors, dropped, signatures)
+        return cls(header, survivors, dropped, signatures, r.ids())
 
 
 KIND_MASK_KEY = 0  # share of the per-step masking secret key s_sk (peer dropped)
 KIND_SELF_MASK = 1  # share of the per-step self-mask seed b (peer survived)
+KIND_PAIR_KEY = 2  # the pairwise mask key shared with a dropped peer whose s_sk cannot be rebuilt
 
 
 @dataclass(frozen=True)
@@ -263,7 +282,7 @@ class UnmaskResponse(_Wire):
         shares = []
         for _ in range(r.u32()):
             peer, kind = r.u32(), r.u8()
-            if kind not in (KIND_MASK_KEY, KIND_SELF_MASK):
+            if kind not in (KIND_MASK_KEY, KIND_SELF_MASK, KIND_PAIR_KEY):
                 raise MalformedMessage(f"unknown share kind {kind}")
             shares.append((peer, kind, r.blob()))
         return cls(header, tuple(shares))
@@ -313,12 +332,6 @@ def _decode_pairs(r: _Reader) -> tuple[tuple[int, bytes], ...]:
 AnyMessage = TypeVar("AnyMessage", bound=Message)
 
 
-def _expect(message: Message, cls: type[AnyMessage]) -> AnyMessage:
-    if not isinstance(message, cls):
-        raise MalformedMessage(f"expected {cls.__name__}, got {type(message).__name__}")
-    return message
-
-
 def encode(message: Message) -> bytes:
     """Message -> bytes."""
     return _encode_header(message.TAG, message.header) + message._encode_body()
@@ -343,8 +356,11 @@ def decode(data: bytes, expected: type[AnyMessage] | None = None) -> Message:
         raise VersionMismatch(f"wire version {version}, this code speaks {VERSION}")
     if tag not in _TYPES:
         raise MalformedMessage(f"unknown message type {tag}")
+    if expected is not None and _TYPES[tag] is not expected:
+        # refused before the body is read: no work (and no nesting) for a message of another type
+        raise MalformedMessage(f"expected {expected.__name__}, got {_TYPES[tag].__name__}")
     r = _Reader(data)
     r.pos = _HEADER.size
     message = _TYPES[tag]._decode_body(Header(session_id, index, client_id), r)
     r.done()
-    return message if expected is None else _expect(message, expected)
+    return message

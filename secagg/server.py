@@ -25,13 +25,17 @@ from secagg.errors import (
     DroppedClient,
     DuplicateClient,
     InsufficientSurvivors,
+    InvalidShare,
     MalformedMessage,
     PhaseError,
     ReconstructionFailed,
     UnknownClient,
 )
 from secagg.messages import (
+    COMMITMENT_BYTES,
+    KEY_BYTES,
     KIND_MASK_KEY,
+    KIND_PAIR_KEY,
     KIND_SELF_MASK,
     AdvertiseKeys,
     ConsistencyRequest,
@@ -66,10 +70,13 @@ class StepResult:
     step: int
     total: np.ndarray = field(repr=False)  # (d,) float64: sum of the survivors' clipped inputs
     weight: float  # sum of the survivors' weights
-    clipped: int  # elements clipped across all survivors
+    clipped: int  # elements clipped across all survivors, at most survivors x d (see below)
     survivors: tuple[int, ...]
     dropped: tuple[int, ...]  # clients recovered at this step (out for the rest of the session)
     error_bound: float  # |total - exact sum of clipped inputs| <= error_bound per element
+    # the clipped-count total fell outside [0, survivors x d]: some survivor forged its count
+    # word, and `clipped` is clamped into that range
+    clipped_forged: bool = False
 
 
 class SecAggServer:
@@ -107,6 +114,7 @@ class SecAggServer:
         self.block += 1
         self._adverts: dict[int, AdvertiseKeys] = {}
         self._ciphertexts: dict[int, dict[int, bytes]] = {}  # receiver -> sender -> ct
+        self._commitments: dict[int, dict[int, bytes]] = {}  # owner -> holder -> share digests
         self._share_senders: set[int] = set()
         self._phase = ServerPhase.ADVERTISE
 
@@ -117,12 +125,16 @@ class SecAggServer:
         check_advert(message, self.config, self._identities)
         self._adverts[sender] = message
 
-    def key_directory(self, client_id: int) -> KeyDirectory:
-        """Close AdvertiseKeys (non-advertisers are out) and give `client_id` its neighbours' keys."""
+    def close_advertise(self) -> None:
+        """End AdvertiseKeys: who did not advertise is out. Idempotent; `key_directory` calls it."""
         if self._phase is ServerPhase.ADVERTISE:
             self._drop(self.alive - set(self._adverts))
             self._check_neighbourhoods()
             self._phase = ServerPhase.SHARE
+
+    def key_directory(self, client_id: int) -> KeyDirectory:
+        """Close AdvertiseKeys (non-advertisers are out) and give `client_id` its neighbours' keys."""
+        self.close_advertise()
         self._in_phase(ServerPhase.SHARE, "key_directory")
         self._live(client_id)
         ids = sorted((self.graph[client_id] | {client_id}) & set(self._adverts))
@@ -131,31 +143,53 @@ class SecAggServer:
         )
 
     def receive_share_keys(self, message: ShareKeys) -> None:
+        """Take a ShareKeys that gives every live neighbour a bundle and commits to every holder's
+        shares; one that leaves a neighbour out is refused (it would mask with it unshared)."""
         self._in_phase(ServerPhase.SHARE, "receive_share_keys")
         check_header(message.header, self.session_id, self.block, "ShareKeys")
         sender = message.header.client_id
         if sender in self._share_senders:
             raise DuplicateClient(f"second ShareKeys from client {sender}")
         self._live(sender)
-        receivers = check_ids(
-            [r for r, _ in message.ciphertexts], self.graph[sender] & self.alive, "ShareKeys"
-        )
-        for receiver, ct in zip(receivers, (c for _, c in message.ciphertexts), strict=True):
+        neighbours = self.graph[sender] & self.alive
+        receivers = check_ids([r for r, _ in message.ciphertexts], neighbours, "ShareKeys")
+        missing = neighbours - set(receivers)
+        if missing:
+            raise MalformedMessage(f"ShareKeys of client {sender} gives no bundle to live neighbours "
+                                   f"{sorted(missing)[:5]}: every one must get its shares")
+        holders = neighbours | {sender}
+        committed = check_ids([h for h, _ in message.commitments], holders, "ShareKeys commitments")
+        size = 2 * self.config.steps_per_block * COMMITMENT_BYTES
+        if set(committed) != holders or any(len(c) != size for _, c in message.commitments):
+            raise MalformedMessage(f"ShareKeys of client {sender} must commit to the shares of each "
+                                   f"of its {len(holders)} holders ({size} bytes each)")
+        for receiver, ct in message.ciphertexts:
             self._ciphertexts.setdefault(receiver, {})[sender] = ct
+        self._commitments[sender] = dict(message.commitments)
         self._share_senders.add(sender)
 
-    def share_delivery(self, client_id: int) -> ShareDelivery:
-        """Close ShareKeys (non-senders are out) and relay the bundles addressed to `client_id`."""
+    def close_share_keys(self) -> None:
+        """End ShareKeys: who sent none is out. Idempotent; `share_delivery` calls it."""
+        self.close_advertise()
         if self._phase is ServerPhase.SHARE:
             self._drop(self.alive - self._share_senders)
             self._check_neighbourhoods()
             self._phase = ServerPhase.INPUT
             self._inputs: dict[int, np.ndarray] = {}
+            self._unheld: dict[int, frozenset[int]] = {}
+
+    def share_delivery(self, client_id: int) -> ShareDelivery:
+        """Close ShareKeys (non-senders are out) and relay the bundles addressed to `client_id`."""
+        self.close_share_keys()
         self._in_phase(ServerPhase.INPUT, "share_delivery")
         self._live(client_id)
         received = self._ciphertexts.get(client_id, {})
-        pairs = tuple((s, received[s]) for s in sorted(received) if s in self.alive)
-        return ShareDelivery(Header(self.session_id, self.block, client_id), pairs)
+        senders = [s for s in sorted(received) if s in self.alive]
+        return ShareDelivery(
+            Header(self.session_id, self.block, client_id),
+            tuple((s, received[s]) for s in senders),
+            tuple((s, self._commitments[s][client_id]) for s in senders),
+        )
 
     # -- rounds 2 to 4 ------------------------------------------------------------------------
     def receive_masked_input(self, message: MaskedInput) -> None:
@@ -166,7 +200,9 @@ class SecAggServer:
             raise MalformedMessage(
                 f"masked input has {message.masked.shape[0]} elements, expected {self.config.vector_length}"
             )
+        unheld = check_ids(message.unheld, self.graph[sender] & self.alive, "MaskedInput unheld")
         self._inputs[sender] = message.masked
+        self._unheld[sender] = frozenset(unheld)
 
     def close_inputs(self) -> tuple[int, ...]:
         """End MaskedInputCollection; returns the survivors U3 (whose inputs are in the sum).
@@ -212,6 +248,7 @@ class SecAggServer:
             self._survivors,
             self._dropped_now,
             tuple(sorted(self._signatures.items())),
+            tuple(sorted(self._pair_path)),
         )
 
     def receive_unmask(self, message: UnmaskResponse) -> None:
@@ -225,28 +262,51 @@ class SecAggServer:
         # Check every share before storing any: a refused response leaves no trace, so the
         # holder can still send a correct one.
         for peer, kind, share in message.shares:
-            wanted = self._survivor_set if kind == KIND_SELF_MASK else self._dropped_set
-            if peer not in wanted or peer not in holders_of:
+            if kind == KIND_SELF_MASK:
+                wanted: frozenset[int] = self._survivor_set
+            elif kind == KIND_MASK_KEY:
+                wanted = self._dropped_set - self._pair_path
+            else:
+                wanted = self._pair_path
+            if peer not in wanted or peer not in holders_of or peer == holder and kind == KIND_PAIR_KEY:
                 raise UnknownClient(f"unrequested share of client {peer} from client {holder}")
-            if len(share) != shamir.SHARE_BYTES:
-                raise MalformedMessage(f"share must be {shamir.SHARE_BYTES} bytes, got {len(share)}")
-            if (np.frombuffer(share, dtype="<u4") >= shamir.PRIME).any():
-                # refused here, not in finish_step: one bad share must not abort the step
-                raise MalformedMessage(
-                    f"share of client {peer} from client {holder} is outside the field GF(2^31 - 1)")
             if (peer, kind) in seen or holder in self._shares.get((peer, kind), {}):
                 raise DuplicateClient(f"client {holder} sent two shares of client {peer}")
             seen.add((peer, kind))
+            if kind == KIND_PAIR_KEY:
+                if len(share) != KEY_BYTES:
+                    raise MalformedMessage(f"pair key must be {KEY_BYTES} bytes, got {len(share)}")
+                continue
+            self._check_share(holder, peer, kind, share)
         for peer, kind, share in message.shares:
             self._shares.setdefault((peer, kind), {})[holder] = share
         self._responders.add(holder)
 
+    def _check_share(self, holder: int, owner: int, kind: int, share: bytes) -> None:
+        """Raise unless `share` is in the field and is the one `owner` committed to for `holder`."""
+        if len(share) != shamir.SHARE_BYTES:
+            raise MalformedMessage(f"share must be {shamir.SHARE_BYTES} bytes, got {len(share)}")
+        if (np.frombuffer(share, dtype="<u4") >= shamir.PRIME).any():
+            # refused here, not in finish_step: one bad share must not abort the step
+            raise MalformedMessage(
+                f"share of client {owner} from client {holder} is outside the field GF(2^31 - 1)")
+        steps = self.config.steps_per_block
+        j = self.step - self.block * steps
+        offset = (kind * steps + j) * COMMITMENT_BYTES
+        committed = self._commitments[owner][holder][offset: offset + COMMITMENT_BYTES]
+        actual = common.share_commitment(self.session_id, self.block, owner, holder, kind, self.step,
+                                         share)
+        if not hmac.compare_digest(actual, committed):
+            raise InvalidShare(f"client {holder} sent a share of client {owner} that does not match "
+                               f"the share client {owner} dealt it", holder)
+
     def finish_step(self) -> StepResult:
-        """Rebuild the needed secrets from exactly t shares each, unmask, decode, release."""
+        """Rebuild the needed secrets from exactly t shares each, check each against what its
+        owner advertised, unmask, decode, release."""
         self._in_phase(ServerPhase.UNMASK, "finish_step")
         cfg, t, step = self.config, self.config.shares_needed, self.step
         wanted = [(u, KIND_SELF_MASK) for u in self._survivors] + [
-            (v, KIND_MASK_KEY) for v in self._dropped_now
+            (v, KIND_MASK_KEY) for v in self._dropped_now if v not in self._pair_path
         ]
         groups: dict[tuple[int, ...], list[tuple[int, int]]] = {}
         for key in wanted:
@@ -256,27 +316,32 @@ class SecAggServer:
             groups.setdefault(tuple(sorted(bucket)[:t]), []).append(key)
         secrets: dict[tuple[int, int], bytes] = {}
         for holders, keys in groups.items():  # one Lagrange vector per holder set
-            data = b"".join(self._shares[k][h] for h in holders for k in keys)
-            stacked = np.frombuffer(data, dtype="<u4").astype(np.uint64)
-            stacked = stacked.reshape(len(holders), len(keys), shamir.CHUNKS)
-            xs = [common.x_coordinate(h) for h in holders]
-            try:
-                rebuilt = shamir.reconstruct(stacked, xs)  # (t, len(keys), CHUNKS) -> secrets
-            except ValueError as exc:
-                raise ReconstructionFailed(str(exc)) from exc
-            secrets.update(zip(keys, rebuilt, strict=True))
+            secrets.update(zip(keys, self._rebuild(holders, keys), strict=True))
 
         j = step - self.block * cfg.steps_per_block
         plus: list[bytes] = []
-        minus = [
-            common.self_mask_key(secrets[(u, KIND_SELF_MASK)], self.session_id, step, u)
-            for u in self._survivors
-        ]
+        minus = []
+        for u in self._survivors:
+            seed = secrets[(u, KIND_SELF_MASK)]
+            if not hmac.compare_digest(common.seed_commitment(self.session_id, step, u, seed),
+                                       self._adverts[u].b_commitments[j]):
+                raise self._failed(u, "self-mask seed")
+            minus.append(common.self_mask_key(seed, self.session_id, step, u))
         for v in self._dropped_now:
+            if v in self._pair_path:  # each surviving neighbour revealed its pairwise key with v
+                for u in sorted(self.graph[v] & self._survivor_set):
+                    pair_key = self._shares.get((v, KIND_PAIR_KEY), {}).get(u)
+                    if pair_key is None:
+                        self._phase = ServerPhase.ABORTED
+                        raise InsufficientSurvivors(
+                            f"step {step}: client {u} did not reveal its pairwise key with client "
+                            f"{v}, whose masking key cannot be rebuilt; session aborted, nothing released")
+                    (minus if v > u else plus).append(pair_key)
+                continue
             s_private = X25519PrivateKey.from_private_bytes(secrets[(v, KIND_MASK_KEY)])
             advertised = self._adverts[v].s_publics[j]
             if not hmac.compare_digest(s_private.public_key().public_bytes_raw(), advertised):
-                raise ReconstructionFailed(f"rebuilt masking key of client {v} is not its own")
+                raise self._failed(v, "masking key")
             for u in sorted(self.graph[v] & self._survivor_set):
                 mask_key = common.pairwise_mask_key(
                     s_private, self._adverts[u].s_publics[j], self.session_id, step, u, v
@@ -287,7 +352,7 @@ class SecAggServer:
         # in cache while every input and every mask is folded into it.
         streams = self._streams
         streams.reset(plus, minus)
-        inputs = list(self._inputs.values())
+        inputs = [self._inputs[u] for u in self._survivors]  # not those demoted to dropped
         total = np.zeros(cfg.vector_length, dtype=np.uint32)  # (d + 2,)
         block = streams.block_words
         for start in range(0, cfg.vector_length, block):
@@ -297,14 +362,19 @@ class SecAggServer:
                 np.add(acc, y[start:stop], out=acc)
             streams.apply(acc)
 
+        # Each survivor may count at most d clipped elements; the word is masked, so a forged
+        # count cannot be seen alone, but a total outside [0, survivors x d] is one.
+        most = len(self._survivors) * cfg.dim
+        clipped = int(total[cfg.dim + 1])
         result = StepResult(
             step=step,
             total=cfg.values.decode_sum(total[: cfg.dim]),
             weight=float(cfg.weights.decode_sum(total[cfg.dim : cfg.dim + 1])[0]),
-            clipped=int(total[cfg.dim + 1]),
+            clipped=min(clipped, most),
             survivors=self._survivors,
             dropped=self._dropped_now,
             error_bound=cfg.values.sum_error_bound(len(self._survivors)),
+            clipped_forged=clipped > most,
         )
         self._drop(set(self._dropped_now))
         self.step += 1
@@ -317,22 +387,57 @@ class SecAggServer:
 
     # -- helpers ------------------------------------------------------------------------------
     def _close_inputs(self) -> None:
+        """End MaskedInputCollection. A survivor whose shares fewer than t surviving holders hold
+        (its bundles were unusable to the others) cannot be unmasked: it is demoted to dropped,
+        and its input left out. A dropped client whose s_sk cannot be rebuilt either has its
+        pairwise masks removed with the keys its surviving neighbours reveal instead."""
         if self._phase is not ServerPhase.INPUT:
             return
-        survivors = tuple(sorted(self._inputs))
-        dropped = tuple(sorted(self.alive - set(survivors)))
-        alive_survivors = set(survivors)
         t = self.config.shares_needed
-        for owner in survivors + dropped:
-            holders = (self.graph[owner] | {owner}) & alive_survivors
-            if len(holders) < t:
-                raise self._abort(f"{len(holders)} surviving holders of client {owner}'s shares")
-        self._survivors, self._dropped_now = survivors, dropped
+        survivors = set(self._inputs)
+
+        def holding(owner: int) -> int:
+            return sum(owner not in self._unheld[h] for h in (self.graph[owner] | {owner}) & survivors)
+
+        demoted = True
+        while demoted:
+            poorly_held = {u for u in survivors if holding(u) < t}
+            survivors -= poorly_held
+            demoted = bool(poorly_held)
+        if not survivors:
+            raise self._abort("0 survivors have enough surviving holders; each one's count")
+        dropped = self.alive - survivors
+        self._pair_path = frozenset(v for v in dropped if holding(v) < t)
+        self._survivors, self._dropped_now = tuple(sorted(survivors)), tuple(sorted(dropped))
         self._survivor_set, self._dropped_set = frozenset(survivors), frozenset(dropped)
         self._signatures: dict[int, bytes] = {}
         self._shares: dict[tuple[int, int], dict[int, bytes]] = {}  # (owner, kind) -> holder -> share
         self._responders: set[int] = set()
         self._phase = ServerPhase.CONSISTENCY if self.config.authenticated else ServerPhase.UNMASK
+
+    def _rebuild(self, holders: tuple[int, ...], keys: list[tuple[int, int]]) -> list[bytes]:
+        """The secrets `keys` from the shares of `holders`; a failure names the owner at fault."""
+        data = b"".join(self._shares[k][h] for h in holders for k in keys)
+        stacked = np.frombuffer(data, dtype="<u4").astype(np.uint64)
+        stacked = stacked.reshape(len(holders), len(keys), shamir.CHUNKS)
+        xs = [common.x_coordinate(h) for h in holders]
+        try:
+            return shamir.reconstruct(stacked, xs)  # (t, len(keys), CHUNKS) -> secrets
+        except ValueError:
+            for i, (owner, kind) in enumerate(keys):  # which one: every share matched its commitment
+                try:
+                    shamir.reconstruct(stacked[:, i : i + 1], xs)
+                except ValueError:
+                    raise self._failed(owner, "self-mask seed" if kind == KIND_SELF_MASK
+                                       else "masking key") from None
+            raise
+
+    def _failed(self, owner: int, what: str) -> ReconstructionFailed:
+        self._phase = ServerPhase.ABORTED
+        return ReconstructionFailed(
+            f"step {self.step}: the rebuilt {what} of client {owner} is not the one it advertised; "
+            f"every share matched client {owner}'s commitments, so client {owner} dealt "
+            "inconsistent shares; session aborted, nothing released", owner)
 
     def _abort(self, what: str) -> InsufficientSurvivors:
         self._phase = ServerPhase.ABORTED

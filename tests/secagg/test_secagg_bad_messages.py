@@ -5,13 +5,14 @@ import dataclasses
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from secagg import (
-    DecryptionFailed,
     DroppedClient,
     DuplicateClient,
     InProcessSession,
     MalformedMessage,
+    Phase,
     PhaseError,
     RevealRefused,
     SecAggConfig,
@@ -23,12 +24,10 @@ from secagg import (
     decode,
 )
 from secagg.messages import (
-    AdvertiseKeys,
     ConsistencySignature,
     Header,
     KeyDirectory,
     MaskedInput,
-    ShareDelivery,
     UnmaskRequest,
     UnmaskResponse,
 )
@@ -56,6 +55,10 @@ def _masked(session):
     return session
 
 
+def _public_key():
+    return X25519PrivateKey.generate().public_key().public_bytes_raw()
+
+
 def _with_header(message, **changes):
     return dataclasses.replace(message, header=dataclasses.replace(message.header, **changes))
 
@@ -68,44 +71,57 @@ def _deliveries(session):
     return {i: session.server.share_delivery(i) for i in range(N)}
 
 
-def test_tampered_share_ciphertext_is_rejected():
+def _unusable_only(client, sender, why):
+    """The client went on (READY) holding every bundle but `sender`'s, which it names with why."""
+    assert client.phase is Phase.READY
+    assert set(client.unheld) == {sender} and why in client.unheld[sender]
+    assert sender in client.alive  # still masked with: its keys came checked from the directory
+    assert client.masked_input(0, np.zeros(DIM)).unheld == (sender,)
+
+
+def test_tampered_share_ciphertext_costs_only_its_sender():
     session = _session()
     delivery = _deliveries(session)[0]
     sender, blob = delivery.ciphertexts[0]
     flipped = blob[:20] + bytes([blob[20] ^ 1]) + blob[21:]
-    bad = ShareDelivery(delivery.header, ((sender, flipped),) + delivery.ciphertexts[1:])
-    with pytest.raises(DecryptionFailed):
-        session.clients[0].receive_shares(bad)
+    bad = dataclasses.replace(delivery, ciphertexts=((sender, flipped),) + delivery.ciphertexts[1:])
+    session.clients[0].receive_shares(bad)
+    _unusable_only(session.clients[0], sender, "failed")
 
 
-def test_share_ciphertext_relabelled_to_another_sender_is_rejected():
+def test_share_ciphertext_relabelled_to_another_sender_is_unusable():
     session = _session()
     delivery = _deliveries(session)[0]
     (s1, c1), (s2, c2) = delivery.ciphertexts[:2]
-    bad = ShareDelivery(delivery.header, ((s1, c2), (s2, c1)) + delivery.ciphertexts[2:])
-    with pytest.raises(DecryptionFailed):
-        session.clients[0].receive_shares(bad)
+    bad = dataclasses.replace(delivery, ciphertexts=((s1, c2), (s2, c1)) + delivery.ciphertexts[2:])
+    session.clients[0].receive_shares(bad)
+    assert set(session.clients[0].unheld) == {s1, s2}
 
 
-def test_share_ciphertext_for_another_receiver_is_rejected():
+def test_share_ciphertext_for_another_receiver_is_unusable():
     session = _session()
     deliveries = _deliveries(session)
     stolen = dict(deliveries[1].ciphertexts)[2]  # 2 -> 1, replayed as 2 -> 0
     pairs = tuple((s, stolen if s == 2 else c) for s, c in deliveries[0].ciphertexts)
-    with pytest.raises(DecryptionFailed):
-        session.clients[0].receive_shares(ShareDelivery(deliveries[0].header, pairs))
+    session.clients[0].receive_shares(dataclasses.replace(deliveries[0], ciphertexts=pairs))
+    _unusable_only(session.clients[0], 2, "failed")
+
+
+def test_a_bundle_that_decrypts_but_differs_from_its_commitments_is_unusable():
+    session = _session()
+    delivery = _deliveries(session)[0]
+    sender, digests = delivery.commitments[0]
+    other = (sender, bytes(len(digests)))
+    bad = dataclasses.replace(delivery, commitments=(other,) + delivery.commitments[1:])
+    session.clients[0].receive_shares(bad)
+    _unusable_only(session.clients[0], sender, "does not match its commitments")
 
 
 # -- signatures -----------------------------------------------------------------------------
 def test_forged_advertisement_signature_is_rejected_by_server_and_client():
     session = _session(authenticated=True)
     honest = session.clients[1].advertise_keys()
-    forged = AdvertiseKeys(
-        honest.header,
-        honest.c_public,
-        honest.s_publics,
-        Ed25519PrivateKey.generate().sign(honest.signed_bytes()),
-    )
+    forged = dataclasses.replace(honest, signature=Ed25519PrivateKey.generate().sign(honest.signed_bytes()))
     with pytest.raises(SignatureInvalid):
         session.server.receive_advertise(forged)
     unsigned = dataclasses.replace(honest, signature=None)
@@ -118,7 +134,7 @@ def test_forged_advertisement_signature_is_rejected_by_server_and_client():
     directory = session.server.key_directory(0)
     # a coordinator that swaps in its own encryption key for client 1 is caught
     entries = tuple(
-        dataclasses.replace(e, c_public=bytes(32)) if e.header.client_id == 1 else e
+        dataclasses.replace(e, c_public=_public_key()) if e.header.client_id == 1 else e
         for e in directory.entries
     )
     with pytest.raises(SignatureInvalid):

@@ -42,7 +42,8 @@ def test_masked_input_is_four_bytes_per_element():
     session = InProcessSession.create(config)
     session.setup_block()
     message = session.clients[0].masked_input(0, np.zeros(1000))
-    assert len(message.to_bytes()) == 28 + 4 + 4 * (1000 + 2)
+    # header, count, d values + weight + clipped count, and the (empty) list of unheld peers
+    assert len(message.to_bytes()) == 28 + 4 + 4 * (1000 + 2) + 4
 
 
 def test_secrets_stay_out_of_repr():
