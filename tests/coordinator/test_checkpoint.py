@@ -170,26 +170,77 @@ def test_a_restart_after_the_last_round_runs_nothing(digits, tmp_path):
     assert again.history == logic.history
 
 
-def test_fingerprint_ignores_device_and_out_but_nothing_else():
+def test_fingerprint_ignores_device_out_and_rounds_but_nothing_else():
     config = _config()
     assert config_fingerprint(config) == config_fingerprint(
-        dataclasses.replace(config, device="auto", out="elsewhere/run"))
+        dataclasses.replace(config, device="auto", out="elsewhere/run", rounds=9))
     assert config_fingerprint(config) != config_fingerprint(dataclasses.replace(config, seed=6))
     assert config_fingerprint(config) != config_fingerprint(_config(**{"dream.global_steps": 3}))
+    assert config_fingerprint(config) != config_fingerprint(_config(threads=2))  # other bits
 
 
-def test_checkpoint_of_another_config_is_refused(digits, tmp_path):
+def test_checkpoint_of_another_config_names_the_fields_that_differ(digits, tmp_path):
     config = _config(strategy="independent")
     path = tmp_path / "ckpt.pt"
     save_checkpoint(path, build_coordinator(config, digits, torch.device("cpu")),
                     config_fingerprint(config))
-    other = config_fingerprint(dataclasses.replace(config, rounds=4))
-    with pytest.raises(CheckpointMismatch, match="config"):
+    other = config_fingerprint(_config(strategy="independent", seed=6, **{"dream.global_steps": 3}))
+    with pytest.raises(CheckpointMismatch) as refused:
         load_checkpoint(path, other)
+    assert "(dream.global_steps: 2 in the checkpoint, 3 now; seed: 5 in the checkpoint, 6 now)" in str(
+        refused.value)
+    assert "rounds" not in str(refused.value) and "device" not in str(refused.value)
     assert isinstance(CheckpointMismatch("x"), ValueError)
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointMismatch, match="not a readable"):
         load_checkpoint(path, config_fingerprint(config))
+
+
+def test_a_checkpoint_without_its_config_still_gives_the_hash_message(digits, tmp_path):
+    config = _config(strategy="independent")
+    path = tmp_path / "old.pt"
+    # As checkpoints were written before they stored the config: a plain fingerprint string.
+    save_checkpoint(path, build_coordinator(config, digits, torch.device("cpu")), "0" * 64)
+    assert "config" not in torch.load(path, weights_only=True)
+    with pytest.raises(CheckpointMismatch, match=r"written for config '0{64}', this run's config is"):
+        load_checkpoint(path, config_fingerprint(config))
+
+
+def test_resuming_with_fewer_rounds_than_completed_is_refused(digits, tmp_path):
+    config = _config(strategy="independent", rounds=2, warmup_epochs=1)
+    logic, _ = _run_uninterrupted(config, digits)
+    path = tmp_path / "done.pt"
+    save_checkpoint(path, logic, config_fingerprint(config))
+    with pytest.raises(CheckpointMismatch, match=r"rounds: the checkpoint has completed round 2.*"
+                                                 r"rounds >= 2"):
+        load_checkpoint(path, config_fingerprint(dataclasses.replace(config, rounds=1)))
+    assert load_checkpoint(path, config_fingerprint(config))["next_round"] == 3  # the same: fine
+
+
+def test_a_finished_run_resumed_with_more_rounds_runs_only_the_new_round_bit_for_bit(digits, tmp_path):
+    three = _config(strategy="codream", rounds=3)
+    two = dataclasses.replace(three, rounds=2)
+    reference, reference_nodes = _run_uninterrupted(three, digits)
+
+    path = tmp_path / "coordinator.pt"
+    nodes = _nodes(two, digits)
+    first = build_coordinator(two, digits, torch.device("cpu"))
+    drive(first.run(), nodes,
+          on_report=lambda report: save_checkpoint(path, first, config_fingerprint(two)))
+    assert [m["round"] for m in first.history] == [0, 1, 2]
+
+    for node in nodes.values():
+        node.run_id = "run-2"  # a new coordinator process
+    extended = build_coordinator(three, digits, torch.device("cpu"))
+    extended.load_state_dict(load_checkpoint(path, config_fingerprint(three)))
+    reports = []
+    drive(extended.run(), nodes, on_report=reports.append)
+
+    assert [r.round for r in reports] == [3]  # exactly the new round
+    assert all(node.rollbacks == 0 for node in nodes.values())
+    assert _without_seconds(extended.history) == _without_seconds(reference.history)
+    assert torch.equal(extended.last_dreams, reference.last_dreams)
+    _assert_same_models(nodes, reference_nodes)
 
 
 def test_checkpoint_is_atomic_and_weights_only(digits, tmp_path):
