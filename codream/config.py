@@ -17,7 +17,7 @@ from codream.partition import is_valid_scheme as partition_scheme_is_valid
 from codream.server_optimizer import ServerOptimizerConfig
 from codream.soft_labels import MODES as SOFT_LABEL_MODES
 from codream.strategies import STRATEGIES
-from codream.training import OPTIMIZERS, OptimizerConfig
+from codream.training import DREAM_BN_MODES, OPTIMIZERS, OptimizerConfig
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,11 @@ class DistillConfig:
     lr: float = 0.01
     optimizer: str = "sgd"  # sgd (momentum, weight decay of `train`) or adam
     soft_labels: str = "class_counts"
+    dream_bn: str = "batch"  # BN on dreams during distillation: their batch stats, or running
 
     def __post_init__(self) -> None:
+        require(self.dream_bn in DREAM_BN_MODES, "distill.dream_bn",
+                f"must be one of {', '.join(DREAM_BN_MODES)}, got {self.dream_bn!r}")
         require(self.optimizer in OPTIMIZERS, "distill.optimizer",
                 f"must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         require(

@@ -159,6 +159,7 @@ class NodeTaskLogic:
         loss = knowledge_acquisition(
             self.model, self.x_train, self.y_train, dreams, logits, distill.epochs, recipe,
             distill.kd_weight, distill.temperature, distill.dream_batch_size, self.generator,
+            distill.dream_bn,
         )
         if self.student is not None and self.config.dream.adaptive > 0:
             # The adaptive-teaching student learns from dreams only, like the server model,

@@ -131,6 +131,32 @@ class frozen_batchnorm_statistics:
             m.momentum = momentum
 
 
+class batchnorm_in_eval_mode:
+    """Within the block BN layers normalise with their running (real-data) statistics.
+
+    Dreams match the BN statistics only approximately; normalising them with their own batch
+    statistics teaches features the model never uses at test time, where BN uses the running
+    ones. Deep models with many BN layers suffer most. The weights still learn; the running
+    statistics are neither used for the batch nor updated.
+    """
+
+    def __init__(self, model: nn.Module):
+        self._layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self._modes: list[bool] = []
+
+    def __enter__(self) -> None:
+        self._modes = [m.training for m in self._layers]
+        for m in self._layers:
+            m.eval()
+
+    def __exit__(self, *exc) -> None:
+        for m, mode in zip(self._layers, self._modes, strict=False):
+            m.train(mode)
+
+
+DREAM_BN_MODES = ("batch", "running")
+
+
 def sample_dreams(
     dreams: torch.Tensor, targets: torch.Tensor, size: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,8 +177,14 @@ def knowledge_acquisition(
     temperature: float,
     dream_batch_size: int,
     generator: torch.Generator,
+    dream_bn: str = "batch",
 ) -> float:
-    """CE on local data + λ·KD on dreams, in separate forward passes so BN statistics never mix."""
+    """CE on local data + λ·KD on dreams, in separate forward passes so BN statistics never mix.
+
+    `dream_bn`: "batch" normalises dreams with their own batch statistics (running ones kept);
+    "running" with the model's running statistics from real data, as at test time."""
+    if dream_bn not in DREAM_BN_MODES:
+        raise ValueError(f"unknown dream_bn {dream_bn!r}; use one of {', '.join(DREAM_BN_MODES)}")
     if epochs <= 0:
         return float("nan")
     optimizer = make_optimizer(model, config)
@@ -166,7 +198,8 @@ def knowledge_acquisition(
             idx = idx.to(x.device)
             loss = F.cross_entropy(model(x[idx]), y[idx])
             dream_x, dream_z = sample_dreams(dreams, dream_logits, dream_batch_size, generator)
-            with frozen_batchnorm_statistics(model):
+            bn_mode = batchnorm_in_eval_mode if dream_bn == "running" else frozen_batchnorm_statistics
+            with bn_mode(model):
                 kd = distillation_loss(model(dream_x), dream_z, temperature)
             loss = loss + kd_weight * kd
             optimizer.zero_grad(set_to_none=True)
