@@ -99,7 +99,11 @@ class SecureContribution:
 
     def receive_shares(self, session_id: bytes, share_delivery: bytes) -> None:
         """The block's share bundles from the neighbours (on a block's first step)."""
-        self._client(session_id).receive_shares(decode(share_delivery, ShareDelivery))
+        client = self._client(session_id)
+        client.receive_shares(decode(share_delivery, ShareDelivery))
+        for peer, why in sorted(client.unheld.items()):  # it costs them, not this node
+            log.warning("node %s: no shares held of client %d, its bundle was unusable: %s",
+                        self.node_id, peer, why)
 
     def masked(self, session_id: bytes, step: int, reply: Reply) -> MaskedReply:
         """Masks `reply` for `step`; a Skip (or an unusable reply) masks zeros with weight 0."""

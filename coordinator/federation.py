@@ -15,7 +15,7 @@ from coordinator.dispatch import Dispatcher
 from coordinator.errors import InvalidMessage, NotReady
 from coordinator.membership import Membership
 from protos.codream.v1 import codream_pb2 as pb
-from protos.serde import PROTOCOL
+from protos.serde import PROTOCOL, printable
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,9 @@ class Federation:
             raise InvalidMessage(f"weight must be finite and > 0, got {request.weight}")
         if request.num_samples < 0:
             raise InvalidMessage(f"num_samples must be >= 0, got {request.num_samples}")
+        # the node's own words go into logs and metrics: no control characters, bounded
         self.membership.ready(request.member_id, node_id, request.weight, request.num_samples,
-                              request.model, request.device)
+                              printable(request.model), printable(request.device))
         self.dispatcher.wake()
         return pb.ReadyReply()
 

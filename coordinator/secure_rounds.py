@@ -4,14 +4,16 @@ A session covers the members present when it starts and lasts while sums keep th
 and clip; its blocks re-key every `steps_per_block` steps. A member that misses a round is out
 of the session (the library recovers it); a node that (re)joins waits for the next session.
 Each result is checked before the library sees it: the sender must hold the client index
-it claims, so one node can never speak for another.
+it claims, so one node can never speak for another. A node the library proves to have cheated
+(a revealed share that is not the one it was dealt, or shares it dealt that do not rebuild what
+it advertised) is left out of every later session of the run.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +27,9 @@ from coordinator.dispatch import Dispatcher, OpenTask
 from coordinator.errors import InvalidMessage, PermissionDenied
 from coordinator.membership import Member
 from protos.codream.v1 import codream_pb2 as pb
-from secagg import SecAggError, SecAggServer, decode
+from protos.serde import printable
+from secagg import ReconstructionFailed, SecAggError, SecAggServer, decode
+from secagg.errors import InvalidShare
 from secagg.messages import AdvertiseKeys, MaskedInput, ShareKeys, UnmaskResponse
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,7 @@ class SecureRounds:
         self.clipped = 0
         self.sessions_started = 0
         self.last_step_members: list[str] = []  # node ids the last step posted a masked-input task to
+        self.excluded: dict[str, str] = {}  # node id -> how it cheated: in no later session
 
     def sum(self, task: Task, message: pb.Task, size: int) -> AggregateSum:
         """One secure step for `task`; an aborted step sums nothing (weight 0) and ends the session."""
@@ -69,21 +74,35 @@ class SecureRounds:
         try:
             session = self._session_for(task, size)
             if session is None:
-                return AggregateSum(_zeros(size), 0.0, (), {"*": "fewer than 2 members for a secure sum"})
+                return AggregateSum(_zeros(size), 0.0, (), {"*": "fewer than 2 members for a secure sum",
+                                                            **self._excluded_notes()})
             if session.at_block_start():
                 self._set_up_block(session)
             return self._step(session, message)
         except SecAggError as error:  # too few survivors, or shares that do not rebuild
             log.error("%s: secure step aborted, nothing released: %s", task.task_id, error)
+            if isinstance(error, ReconstructionFailed) and error.client is not None and self.session:
+                self._exclude(self.session.members[error.client].node_id,
+                              "dealt shares that do not rebuild the secret it advertised")
             self.session = None
-            return AggregateSum(_zeros(size), 0.0, (), {"*": f"secure step aborted: {error}"})
+            return AggregateSum(_zeros(size), 0.0, (), {"*": f"secure step aborted: {error}",
+                                                        **self._excluded_notes()})
+
+    def _exclude(self, node_id: str, why: str) -> None:
+        if node_id not in self.excluded:
+            log.error("node %s %s: it takes part in no later secure session", node_id, why)
+            self.excluded[node_id] = why
+
+    def _excluded_notes(self, members: Sequence[str] = ()) -> dict[str, str]:
+        return {node: f"excluded from secure sums: it {why}" for node, why in self.excluded.items()
+                if node not in members}
 
     # ---- session and block set-up ---------------------------------------------------------
     def _session_for(self, task: Task, size: int) -> Session | None:
         clip = clip_for(task, self.settings)
         session = self.session
-        live = self.live_members()
-        if session is not None:
+        live = [m for m in self.live_members() if m.node_id not in self.excluded]
+        if session is not None and not any(m.node_id in self.excluded for m in session.members):
             same = session.server.config.dim == size and session.clip == clip
             # memberships, not node ids: a node that crashed and re-joined is a newcomer too
             newcomers = {m.member_id for m in live} - {m.member_id for m in session.members}
@@ -149,7 +168,7 @@ class SecureRounds:
 
             def record_skip(result: pb.TaskResult, node: str = session.members[index].node_id) -> None:
                 if result.masked.skip_reason:
-                    skipped[node] = result.masked.skip_reason
+                    skipped[node] = printable(result.masked.skip_reason)
 
             masked.append(self._post(session, index, task, "masked", MaskedInput,
                                      server.receive_masked_input, record_skip, shared=message))
@@ -166,11 +185,15 @@ class SecureRounds:
         self.dispatcher.gather(unmasks, self.round_timeout)
         self.count(unmasks)
         result = server.finish_step()
+        if result.clipped_forged:
+            log.warning("%s: the clipped-element count summed beyond %d (survivors x length): a node "
+                        "forged it; counted as %d", message.task_id, result.clipped, result.clipped)
         if result.clipped:
             self.clipped += result.clipped
             log.warning("%s: %d elements clipped to ±%g", message.task_id, result.clipped, session.clip)
         earlier = {session.members[i].node_id: "left the secure session before this step"
                    for i in server.dropped if i not in result.dropped}
+        earlier.update(self._excluded_notes(session.node_ids))
         return to_aggregate(result, session.unit, session.node_ids, skipped, earlier)
 
     def _post(self, session: Session, index: int, task: pb.Task, body: str, kind: type,
@@ -187,7 +210,16 @@ class SecureRounds:
             if parsed.header.client_id != index:
                 raise PermissionDenied(f"{member.node_id} is client {index} of this session, "
                                        f"not {parsed.header.client_id}")
-            receive(parsed)
+            try:
+                receive(parsed)
+            except InvalidShare:  # proof of cheating: the share is not the one it was dealt
+                self._exclude(member.node_id, "revealed a share that is not the one it was dealt")
+                raise
+            unheld = getattr(parsed, "unheld", ())
+            if unheld:
+                owners = ", ".join(session.members[i].node_id for i in unheld)
+                log.warning("%s could not use the share bundles of %s (it holds no shares of them)",
+                            member.node_id, owners)
             if also is not None:
                 also(result)
             return True

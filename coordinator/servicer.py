@@ -12,8 +12,10 @@ from coordinator.federation import Federation
 from coordinator.security import ServerSecurity, authenticate
 from coordinator.status import status_for
 from protos.codream.v1 import codream_pb2_grpc as pb_grpc
+from protos.serde import printable
 
 log = logging.getLogger(__name__)
+DETAIL_LIMIT = 400  # characters of a status message (it quotes at most a few peer strings)
 
 
 class CoordinatorServicer(pb_grpc.CoordinatorServicer):
@@ -30,8 +32,10 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             if code is None:
                 log.exception("%s failed", method)
                 context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error")
-            log.info("%s refused (%s): %s", method, code.name, error)
-            context.abort(code, str(error))
+            # a refusal may quote what the caller sent: one line, bounded, in the log and status
+            detail = printable(error, DETAIL_LIMIT)
+            log.info("%s refused (%s): %s", method, code.name, detail)
+            context.abort(code, detail)
 
     def Join(self, request, context):
         return self._call(context, "Join", lambda node: self.federation.join(node, request))

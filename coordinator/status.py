@@ -44,6 +44,8 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (PhaseError, grpc.StatusCode.FAILED_PRECONDITION),
     (UnknownClient, grpc.StatusCode.FAILED_PRECONDITION),
     (SecAggError, grpc.StatusCode.INVALID_ARGUMENT),
+    # input nested deeper than a decoder's stack: the caller's message, not a bug of ours
+    (RecursionError, grpc.StatusCode.INVALID_ARGUMENT),
 )
 
 

@@ -16,13 +16,23 @@ import functools
 import math
 import types
 import typing
+import unicodedata
 from typing import Any
 
 import numpy as np
 import torch
 
 from codream.aggregation import Contribution
-from codream.messages import REPLY_WIRE_FIELDS, Reply, Task, kind_of, task_type_for
+from codream.messages import (
+    REPLY_WIRE_FIELDS,
+    EvalReport,
+    Reply,
+    Skip,
+    Task,
+    TrainReport,
+    kind_of,
+    task_type_for,
+)
 from protos.codream.v1 import codream_pb2 as pb
 
 PROTOCOL = "codream.v1"
@@ -31,6 +41,20 @@ DTYPES = {"float32": np.float32, "float64": np.float64, "uint32": np.uint32, "in
 
 class WireError(ValueError):
     """A message is well-formed protobuf but not a valid CoDream message."""
+
+
+TEXT_LIMIT = 200  # characters of a peer's string kept in a log line, a status or a metric
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp"})  # controls, format (bidi), line/paragraph breaks
+
+
+def printable(text: object, limit: int = TEXT_LIMIT) -> str:
+    """`text` fit for a log line or a status: control, format and line-break characters removed
+    (a newline cannot forge a log line), at most `limit` characters (the cut is marked)."""
+    text = str(text)
+    clean = "".join(c for c in text[: 4 * limit] if unicodedata.category(c) not in _INVISIBLE)
+    if len(clean) <= limit and len(text) <= 4 * limit:
+        return clean
+    return f"{clean[:limit]}… ({len(text)} characters)"
 
 
 # ---- tensors ------------------------------------------------------------------------------
@@ -160,7 +184,21 @@ def reply_from_proto(message: pb.TaskResult, size: int | None = None) -> Reply:
     reply = cls(**_read(cls, getattr(message, field), field, {"weighted_values": size or 0}))
     if isinstance(reply, Contribution):
         _check_contribution(reply)
+    elif isinstance(reply, (EvalReport, TrainReport)):
+        _check_report(reply, field)
+    elif isinstance(reply, Skip):
+        reply = Skip(printable(reply.reason))
     return reply
+
+
+def _check_report(report: EvalReport | TrainReport, what: str) -> None:
+    """A report's numbers are finite and in range, so what reaches metrics.json is strict JSON."""
+    if report.num_samples < 0:
+        raise WireError(f"{what}.num_samples must be >= 0, got {report.num_samples}")
+    if not math.isfinite(report.loss):
+        raise WireError(f"{what}.loss must be finite, got {report.loss}")
+    if isinstance(report, EvalReport) and not 0.0 <= report.accuracy <= 1.0:  # False for NaN
+        raise WireError(f"{what}.accuracy must be in [0, 1], got {report.accuracy}")
 
 
 def _check_contribution(contribution: Contribution) -> None:
