@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 EXIT_OK, EXIT_CONFIG, EXIT_AUTH = 0, 2, 3
 SUBMIT_ATTEMPTS = 5  # transient failures retried with the same membership; then re-join
 _Code = grpc.StatusCode
+# The coordinator is busy, not gone: the call never ran, so it is retried after a back-off
+# with the same membership (re-joining would only add load and cost the node its place).
+BUSY = _Code.RESOURCE_EXHAUSTED
 
 
 class _Rejoin(Exception):
@@ -64,6 +67,8 @@ class NodeDaemon:
         self._build_logic = build_logic
         self._sleep = sleep or self.stop.wait  # a stop interrupts a back-off
         self.backoff = backoff or Backoff()
+        self.busy = Backoff(start=0.05, cap=2.0)  # for calls the coordinator was too busy for
+        self.busy_retries = 0  # calls retried after RESOURCE_EXHAUSTED, for tests and logs
         self._built: BuiltNode | None = None
         self._round = -1
 
@@ -108,7 +113,8 @@ class NodeDaemon:
         log.info("node %s: joined run %s as %s (index %d), resuming after round %d", node_id,
                  joined.coordinator_run, joined.member_id, joined.node_index,
                  built.snapshots.round)
-        heartbeat = Heartbeat(stub, joined.member_id, joined.heartbeat_seconds or 5.0)
+        heartbeat = Heartbeat(stub, joined.member_id, joined.heartbeat_seconds or 5.0,
+                              busy=Backoff(start=0.05, cap=2.0))
         self.observer.joined(built.snapshots.round)
         try:
             self._serve(stub, joined.member_id, built.runner, heartbeat)
@@ -130,7 +136,7 @@ class NodeDaemon:
     def _serve(self, stub: Any, member_id: str, runner: TaskRunner, heartbeat: Heartbeat) -> None:
         pending: pb.TaskResult | None = None  # computed, handed in with the next pull
         while not self.stop.is_set():
-            if heartbeat.ended():
+            if heartbeat.ended() and not heartbeat.reopen_if_busy():
                 raise _Rejoin("the heartbeat stream ended")
             task = self._exchange(stub, member_id, pending)
             pending = None
@@ -161,7 +167,8 @@ class NodeDaemon:
         request = pb.ExchangeRequest(result=result,
                                      pull=pb.PullTaskRequest(member_id=member_id, wait_seconds=wait))
         try:
-            return self._wait(stub.Exchange.future(request, timeout=wait + self.options.submit_timeout))
+            return self._retry_busy(lambda: self._wait(
+                stub.Exchange.future(request, timeout=wait + self.options.submit_timeout)))
         except grpc.RpcError as error:
             code = error.code()
             if code in (_Code.INVALID_ARGUMENT, _Code.FAILED_PRECONDITION):
@@ -186,12 +193,32 @@ class NodeDaemon:
     def _pull(self, stub: Any, member_id: str) -> pb.Task | None:
         """The next task, or None once stopped; waits on the stop event while it polls."""
         wait = self.options.pull_wait
-        future = stub.PullTask.future(pb.PullTaskRequest(member_id=member_id, wait_seconds=wait),
-                                      timeout=wait + 5.0)
+        request = pb.PullTaskRequest(member_id=member_id, wait_seconds=wait)
         try:
-            return self._wait(future)
+            return self._retry_busy(lambda: self._wait(stub.PullTask.future(request,
+                                                                            timeout=wait + 5.0)))
         except grpc.RpcError as error:
             raise _Rejoin(f"PullTask: {_describe(error)}") from None
+
+    def _retry_busy(self, call: Callable[[], Any]) -> Any:
+        """`call()`, again after a back-off for as long as the coordinator is too busy for it
+        (or until stopped: None); any other error is raised."""
+        while True:
+            try:
+                value = call()
+            except grpc.RpcError as error:
+                if error.code() != BUSY or self.stop.is_set():
+                    raise
+                self.busy_retries += 1
+                delay = self.busy.next_delay()
+                log.info("node %s: coordinator busy (%s); retrying in %.2f s with the same "
+                         "membership", self.options.node_id, _describe(error), delay)
+                self._sleep(delay)
+                if self.stop.is_set():
+                    return None
+                continue
+            self.busy.reset()
+            return value
 
     def _wait(self, future: Any) -> pb.Task | None:
         """The future's task, or None if the node is stopped first; an RpcError is raised."""
@@ -219,13 +246,17 @@ class NodeDaemon:
                                 self.options.node_id, self._round, result.task_id,
                                 _describe(error))
                     return
+                if code == BUSY and attempt < attempts:
+                    self.busy_retries += 1
+                    self._sleep(self.busy.next_delay())
+                    continue
                 if code not in (_Code.UNAVAILABLE, _Code.DEADLINE_EXCEEDED) or attempt == attempts:
                     raise _Rejoin(f"SubmitResult: {_describe(error)}") from None
             self._sleep(retry.next_delay())
 
     def _call(self, method: Any, request: Any, what: str, timeout: float) -> Any:
         try:
-            return method(request, timeout=timeout)
+            return self._retry_busy(lambda: method(request, timeout=timeout))
         except grpc.RpcError as error:
             raise _Rejoin(f"{what}: {_describe(error)}") from None
 

@@ -40,7 +40,7 @@ from coordinator.membership import Membership
 from coordinator.network_transport import NetworkTransport, Stopped, Timeouts
 from coordinator.run_metrics import CoordinatorMetrics
 from coordinator.security import ServerSecurity, server_credentials, server_options
-from coordinator.servicer import CoordinatorServicer
+from coordinator.servicer import Admission, CoordinatorServicer
 from protos.codream.v1 import codream_pb2 as pb
 from protos.codream.v1 import codream_pb2_grpc as pb_grpc
 from protos.grpc_metrics import ServerMetricsInterceptor
@@ -48,6 +48,8 @@ from protos.metrics_http import MetricsEndpoint
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Coordinator"].full_name  # codream.v1.Coordinator
+SPARE_WORKERS = 16  # threads beyond the members' budget: quick and refused calls
+QUEUED_CALLS = 1024  # calls waiting for a thread before the core refuses more
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,9 @@ class CoordinatorSettings:
     heartbeat_seconds: float = 2.0
     liveness_seconds: float = 30.0
     grace_seconds: float = 10.0
-    workers: int = 0  # 0: enough for every node's long poll and heartbeat
+    workers: int = 0  # 0: enough for every roster node's budget of open calls, and some
+    calls_per_node: int = 6  # calls one node id may hold open at once (a member needs 2)
+    concurrent_joins: int = 8  # Join calls in progress at once
     ready_file: str | None = None  # JSON with the bound ports, written once serving
 
 
@@ -97,15 +101,22 @@ class CoordinatorService:
     # ---- serving --------------------------------------------------------------------------
     def start(self) -> None:
         s = self.settings
-        workers = s.workers or 2 * len(self.membership.node_ids) + 8
+        roster = self.membership.node_ids
+        # Admission authenticates every call before its handler runs and caps each node id's
+        # open calls, so the long-held ones (polls, heartbeats) never exceed `held`: those
+        # threads are always there for members. Refused and quick calls share the spare
+        # threads and queue briefly; the core's cap only bounds that queue (a flood beyond it
+        # is RESOURCE_EXHAUSTED, which a node backs off from without leaving).
+        held = s.calls_per_node * len(roster)
+        workers = s.workers or held + SPARE_WORKERS
+        self.admission = Admission(s.security, roster, s.calls_per_node, s.concurrent_joins)
         options = server_options(s.max_message_bytes, s.keepalive_seconds)
-        # Beyond `workers` calls at once, new calls are refused (RESOURCE_EXHAUSTED), not queued
-        # behind long polls; each member holds at most one poll and one heartbeat stream.
-        self.server = grpc.server(futures.ThreadPoolExecutor(workers), options=options,
-                                  maximum_concurrent_rpcs=workers,
-                                  interceptors=[ServerMetricsInterceptor(self.metrics.registry)])
-        pb_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(self.federation, s.security),
-                                                  self.server)
+        self.server = grpc.server(futures.ThreadPoolExecutor(workers, thread_name_prefix="rpc"),
+                                  options=options, maximum_concurrent_rpcs=workers + QUEUED_CALLS,
+                                  interceptors=[ServerMetricsInterceptor(self.metrics.registry),
+                                                self.admission])
+        servicer = CoordinatorServicer(self.federation, s.security, idle_seconds=s.liveness_seconds)
+        pb_grpc.add_CoordinatorServicer_to_server(servicer, self.server)
         reflection.enable_server_reflection((SERVICE_NAME, reflection.SERVICE_NAME), self.server)
         credentials = server_credentials(s.security)
         address = f"{s.host}:{s.port}"
@@ -156,6 +167,7 @@ class CoordinatorService:
     def run(self) -> dict[str, Any]:
         started = time.perf_counter()
         config = self.config
+        torch.set_num_threads(config.threads)  # part of the run: the same bits as simulate
         torch.manual_seed(config.seed)
         dataset = load_dataset(config.dataset)
         logic = build_coordinator(config, dataset, resolve_device(config.device))
