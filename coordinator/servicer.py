@@ -88,17 +88,20 @@ class Admission(grpc.ServerInterceptor):
     Refused at once: no or a wrong credential (UNAUTHENTICATED), an identity off the roster
     (PERMISSION_DENIED), a node id that already has `per_node` calls open, or a Join while
     `joins` are in progress (RESOURCE_EXHAUSTED: back off and retry). A member needs two calls
-    open (its heartbeat and its long poll), a few more while it re-joins.
+    open (its heartbeat and its long poll), a few more while it re-joins. Other services on the
+    port (reflection) share `others` open calls.
     """
 
     def __init__(self, security: ServerSecurity, roster: Collection[str], per_node: int = 6,
-                 joins: int = 8) -> None:
+                 joins: int = 8, others: int = 4) -> None:
         if per_node < 2 or joins < 1:
             raise ValueError(f"per_node must be >= 2 and joins >= 1, got {per_node}, {joins}")
         self.security = security
         self.roster = frozenset(roster)
         self.per_node = per_node
         self.joins = joins
+        self.others = others
+        self._others = 0
         self._lock = threading.Lock()
         self._open: Counter[str] = Counter()
         self._joining = 0
@@ -107,8 +110,10 @@ class Admission(grpc.ServerInterceptor):
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or not method.startswith(SERVICE_PREFIX):
-            return handler  # reflection, health: not ours to budget
+        if handler is None:
+            return handler
+        if not method.startswith(SERVICE_PREFIX):
+            return self._other(handler)  # reflection: open to all, but a few calls at a time
         join = method == SERVICE_PREFIX + "Join"
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
@@ -118,6 +123,51 @@ class Admission(grpc.ServerInterceptor):
             return grpc.stream_unary_rpc_method_handler(
                 self._admitted(handler.stream_unary, join), handler.request_deserializer,
                 handler.response_serializer)
+        return handler
+
+    def _other(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """Another service's handler (reflection) under a shared cap of `others` open calls,
+        so streams that never send cannot take the threads members need."""
+        def enter(context: grpc.ServicerContext) -> None:
+            with self._lock:
+                full = self._others >= self.others
+                self._others += not full
+            if full:
+                self._refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                             f"{self.others} calls of other services are open; retry later")
+
+        def leave() -> None:
+            with self._lock:
+                self._others -= 1
+
+        def unary(behaviour):
+            def run(request, context):
+                enter(context)
+                try:
+                    return behaviour(request, context)
+                finally:
+                    leave()
+            return run
+
+        def streaming(behaviour):
+            def run(request, context):
+                enter(context)
+                try:
+                    yield from behaviour(request, context)
+                finally:
+                    leave()
+            return run
+
+        wrap = {"unary_unary": grpc.unary_unary_rpc_method_handler,
+                "stream_unary": grpc.stream_unary_rpc_method_handler,
+                "unary_stream": grpc.unary_stream_rpc_method_handler,
+                "stream_stream": grpc.stream_stream_rpc_method_handler}
+        for kind, make in wrap.items():
+            behaviour = getattr(handler, kind)
+            if behaviour is not None:
+                around = streaming if kind.endswith("_stream") else unary
+                return make(around(behaviour), handler.request_deserializer,
+                            handler.response_serializer)
         return handler
 
     def _admitted(self, behaviour: Callable[[Any, Any], Any], join: bool) -> Callable[[Any, Any], Any]:

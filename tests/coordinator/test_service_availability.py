@@ -109,13 +109,13 @@ def test_floods_of_joins_and_idle_heartbeats_leave_a_secure_run_whole(tmp_path):
         join_codes, join_seconds = _join_flood(served.target, JOINS, JOIN_THREADS)
         try:
             summary = served.wait_run()
+            run_seconds = time.perf_counter() - started
+            idle_codes = _codes(idle, CALL_TIMEOUT)  # the admitted ones: closed once idle
         finally:
             stop_idle.set()
             for daemon, thread, _ in daemons:
                 daemon.stop.set()
                 thread.join(CALL_TIMEOUT)
-        run_seconds = time.perf_counter() - started
-        idle_codes = _codes(idle, CALL_TIMEOUT)
         memberships = len(served.service.membership._by_member)
         refused = dict(served.service.admission.refused)
         rounds = metrics(config.out)["rounds"]
@@ -173,3 +173,25 @@ def test_the_unpatched_server_let_idle_heartbeats_take_every_worker():
         for made in channels:
             made.close()
         server.stop(0)
+
+
+def test_idle_reflection_streams_share_a_small_cap_and_members_still_get_in(tmp_path):
+    from grpc_reflection.v1alpha import reflection_pb2_grpc
+
+    with serving(tiny_config(tmp_path / "run")) as served:
+        stop = threading.Event()
+        stub = reflection_pb2_grpc.ServerReflectionStub(served.bare_channel())
+        calls = [stub.ServerReflectionInfo(_never(stop), timeout=60.0) for _ in range(20)]
+        try:
+            deadline = time.monotonic() + CALL_TIMEOUT
+            while sum(c.done() for c in calls) < 20 - 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            refused = [c for c in calls if c.done()]
+            assert len(refused) == 16, len(refused)
+            assert {c.code() for c in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+            node = served.node("node-0").enter()  # a member's calls are not behind them
+            assert served.service.membership.get(node.member_id).node_id == "node-0"
+        finally:
+            stop.set()
+            for call in calls:
+                call.cancel()
