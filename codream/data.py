@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,15 +113,36 @@ def _load_mnist(data_seed: int) -> _Raw:
 @functools.lru_cache(maxsize=8)
 def _load_npz(path: str, _mtime_ns: int, _size: int, data_seed: int) -> _Raw:
     try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as e:
-        raise ValueError(f"npz data set {path!r} could not be read: {e}") from e
-    for key in ("x", "y"):
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        # numpy's own message for a non-archive advises allow_pickle, which would run the
+        # file's code: say what the file should be instead.
+        raise ValueError(f"npz data set {path!r} is not a NumPy .npz archive; write one with "
+                         f"numpy.savez(PATH, x=images, y=labels)") from e
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"npz data set {path!r} holds a single array, not an .npz archive of "
+                         f"named arrays; write one with numpy.savez(PATH, x=images, y=labels)")
+    with archive:
+        arrays = {}
+        for key in archive.files:
+            try:
+                arrays[key] = archive[key]
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+                raise ValueError(f"npz data set {path!r}: array {key!r} cannot be read as numbers "
+                                 f"(object arrays are refused)") from e
+    for key, what in (("x", "images"), ("y", "integer labels")):
         if key not in arrays:
-            raise ValueError(f"npz data set {path!r} lacks array {key!r} (has {sorted(arrays)})")
+            raise ValueError(f"npz data set {path!r} lacks array {key!r} ({what}); it has "
+                             f"{sorted(arrays) or 'no arrays'}")
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise ValueError(f"npz data set {path!r} must have both 'x_test' and 'y_test' or neither")
+    try:
+        return _npz_arrays(arrays, data_seed)
+    except ValueError as e:
+        raise ValueError(f"npz data set {path!r}: {e}") from e
+
+
+def _npz_arrays(arrays: dict[str, np.ndarray], data_seed: int) -> _Raw:
     x = _to_nchw(arrays["x"], "x")
     y = _to_labels(arrays["y"], "y", len(x))
     if "x_test" in arrays:
@@ -224,8 +246,10 @@ def _to_labels(y: np.ndarray, what: str, n: int) -> np.ndarray:
     if len(y) != n:
         raise ValueError(f"{what!r} has {len(y)} labels but there are {n} images")
     if np.issubdtype(y.dtype, np.floating):
-        if not (np.isfinite(y).all() and (y == np.round(y)).all()):
-            raise ValueError(f"{what!r} labels must be integers")
+        whole = np.isfinite(y) & (y == np.round(y))
+        if not whole.all():
+            raise ValueError(f"{what!r} labels must be integers, got values such as "
+                             f"{y[~whole][0]:g}")
     elif not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"{what!r} labels must be integers, got dtype {y.dtype}")
     if (y < 0).any():

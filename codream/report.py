@@ -68,6 +68,15 @@ def write_dream_grid(path: Path, dreams: torch.Tensor, labels: torch.Tensor | No
 
 def write_accuracy_plot(path: Path, history: list[dict[str, Any]], title: str) -> Path:
     plt = _pyplot()
+    fig = accuracy_figure(history, title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def accuracy_figure(history: list[dict[str, Any]], title: str) -> Any:
+    """Test accuracy per round: each client, their mean, and the server model where there is one."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     rounds = [m["round"] for m in history]
     clients = sorted({c for m in history for c in m.get("clients", {})})
@@ -79,12 +88,13 @@ def write_accuracy_plot(path: Path, history: list[dict[str, Any]], title: str) -
     if any("server_accuracy" in m for m in history):
         ax.plot(rounds, [m.get("server_accuracy", math.nan) for m in history], "r--",
                 linewidth=2, label="server model (dreams only)")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig

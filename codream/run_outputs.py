@@ -22,6 +22,9 @@ from codream.training import predict_logits
 
 log = logging.getLogger(__name__)
 
+# Every file `write_run_outputs` may write into a run directory.
+RUN_FILES = ("config.toml", "metrics.json", "accuracy.png", "dreams.png", "final_dreams.npy")
+
 
 def partition_summary(config: RunConfig, dataset: Dataset, parts: list[np.ndarray]) -> dict[str, Any]:
     hist = class_histogram(dataset.y_train.numpy(), parts, dataset.num_classes)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from codream.cli import preflight, run_directory
+from codream.cli.parsing import add_command
 from codream.cli.progress import progress_total, summary_line
 from codream.cli.run_config import add_config_flags, config_flags, load_run_config
 from codream.config import to_toml
@@ -24,12 +25,13 @@ def run_cluster(args: argparse.Namespace) -> int:
 
     flags = config_flags(args)
     flags["clients"] = args.nodes
-    config = load_run_config(args.config, os.environ, flags)
+    config = load_run_config(args.config, os.environ, flags, flag_names={"clients": "--nodes"},
+                             check=preflight.check_run)
+    preflight.check_device(args.node_device, "--node-device")
     run_dir = Path(config.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "progress.jsonl").unlink(missing_ok=True)
-    (run_dir / "checkpoint.pt").unlink(missing_ok=True)  # a new cluster is a new run
-    shutil.rmtree(run_dir / "state", ignore_errors=True)  # and its nodes start afresh
+    run_directory.check_new_run(run_dir, args.force)  # a new cluster is a new run: its nodes too
+    run_directory.clear(run_dir)
+    run_directory.create(run_dir)
     config_file = run_dir / "cluster-config.toml"
     config_file.write_text(to_toml(config))
     cluster = LocalCluster(run_dir, args.nodes, ["--config", str(config_file)],
@@ -86,11 +88,14 @@ def _show_progress(path: Path, bar: Any, seen: int) -> int:
 
 
 def add_cluster_command(commands: Any) -> argparse.ArgumentParser:
-    parser = commands.add_parser("cluster", help="a coordinator and N nodes as processes on 127.0.0.1")
+    parser = add_command(commands, "cluster", "a coordinator and N nodes as processes on 127.0.0.1")
     add_config_flags(parser)
-    parser.add_argument("--nodes", type=int, default=4, help="node processes (sets clients)")
-    parser.add_argument("--node-device", default="auto", help="auto | cpu | cuda for every node")
+    parser.add_argument("--nodes", type=int, default=4, metavar="N",
+                        help="node processes (sets clients)")
+    parser.add_argument("--node-device", default="auto", metavar="DEVICE",
+                        help="auto | cpu | cuda | cuda:N for every node")
     parser.add_argument("--tls", action="store_true", help="mTLS with a generated dev PKI")
-    parser.add_argument("--no-progress", action="store_true")
+    run_directory.add_force_flag(parser)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_cluster)
     return parser

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from codream.cli import preflight
+from codream.cli.parsing import add_command
 from codream.config import ConfigError
 
 if TYPE_CHECKING:
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_ENVIRONMENT = "CODREAM_NODE_TOKEN"
 ENVIRONMENT = (TOKEN_ENVIRONMENT,)  # every variable `codream node` reads (the deploy tests check it)
+DEFAULT_COORDINATOR_PORT = 50051  # the coordinator's own default --port
 DEFAULT_HEALTH_PORT = 50053  # not the coordinator's 50052: both may run on one host
 DEFAULT_METRICS_PORT = 9091
 _SECURITY_FLAGS = {"ca_file": "--tls-ca", "cert_file": "--tls-cert", "key_file": "--tls-key",
@@ -30,10 +33,13 @@ _SECURITY_FLAGS = {"ca_file": "--tls-ca", "cert_file": "--tls-cert", "key_file":
 
 
 def add_node_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    node = subparsers.add_parser("node", help="run a node daemon that joins a coordinator")
-    node.add_argument("--coordinator", required=True, metavar="HOST:PORT")
-    node.add_argument("--node-id", dest="node_id", required=True)
-    node.add_argument("--token-file", dest="token_file",
+    node = add_command(subparsers, "node", "run a node daemon that joins a coordinator")
+    node.add_argument("--coordinator", required=True, metavar="HOST[:PORT]",
+                      help=f"where the coordinator serves (port {DEFAULT_COORDINATOR_PORT} when "
+                           "none is given)")
+    node.add_argument("--node-id", dest="node_id", required=True, metavar="ID",
+                      help="this node's id on the coordinator's roster")
+    node.add_argument("--token-file", dest="token_file", metavar="FILE",
                       help=f"file holding just the bearer token (else ${TOKEN_ENVIRONMENT})")
     node.add_argument("--tls-ca", dest="tls_ca", help="CA bundle the coordinator's certificate "
                       "must chain to (without it: plaintext, for loopback development)")
@@ -42,17 +48,18 @@ def add_node_command(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     node.add_argument("--tls-server-name", dest="tls_server_name",
                       help="name to check the coordinator's certificate against")
     node.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    node.add_argument("--dataset", help="override the run's data set (e.g. npz:PATH local to "
-                      "this node)")
-    node.add_argument("--max-message-mb", dest="max_message_mb", type=int, default=256)
+    node.add_argument("--dataset", metavar="SPEC", help="override the run's data set (e.g. "
+                      "npz:PATH local to this node)")
+    node.add_argument("--max-message-mb", dest="max_message_mb", type=int, default=256,
+                      metavar="MIB", help="largest gRPC message, in MiB (2^20 bytes)")
     node.add_argument("--partition", default="auto", choices=("auto", "all", "index"),
                       help="all: train on the whole --dataset (an organisation's own data); index: "
                            "this node's partition of the run's data set, as `codream simulate` "
                            "(auto: all when --dataset is given, else index)")
-    node.add_argument("--state-dir", dest="state_dir",
+    node.add_argument("--state-dir", dest="state_dir", metavar="DIR",
                       help="keep the node's round-start snapshot here, so a restart resumes its model")
     node.add_argument("--pull-wait", dest="pull_wait", type=float, default=10.0,
-                      help="long-poll seconds per PullTask")
+                      metavar="SECONDS", help="long-poll seconds per PullTask")
     node.add_argument("--listen-host", dest="listen_host", default="0.0.0.0",
                       help="address for the health and metrics ports (the node serves nothing else)")
     node.add_argument("--health-port", dest="health_port", type=int, default=DEFAULT_HEALTH_PORT,
@@ -84,6 +91,33 @@ def read_token(token_file: str | None, environ: Mapping[str, str]) -> str | None
     return environ.get(TOKEN_ENVIRONMENT, "").strip() or None
 
 
+def coordinator_address(target: str) -> str:
+    """--coordinator as gRPC dials it: HOST gets the default port (said in a log line, since
+    gRPC alone would take 443); HOST:PORT and [IPv6]:PORT are checked; a URI is left as it is."""
+    if "://" in target or target.startswith(("unix:", "dns:", "ipv4:", "ipv6:")):
+        return target
+    if target.startswith("["):
+        host, bracket, rest = target[1:].partition("]")
+        if not bracket or not host or (rest and not rest.startswith(":")):
+            raise ConfigError(f"--coordinator: expected HOST[:PORT] or [IPv6][:PORT], got {target!r}")
+        port = rest[1:] if rest else None
+        host = f"[{host}]"
+    elif target.count(":") > 1:  # a bare IPv6 address: no port can be told apart
+        host, port = f"[{target}]", None
+    else:
+        host, _, port = target.partition(":")
+        port = port if ":" in target else None
+    if not host.strip("[]"):
+        raise ConfigError(f"--coordinator: no host in {target!r}; expected HOST[:PORT]")
+    if port is None:
+        log.warning("--coordinator %s has no port: dialling %s:%d, the coordinator's default",
+                    target, host, DEFAULT_COORDINATOR_PORT)
+        return f"{host}:{DEFAULT_COORDINATOR_PORT}"
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"--coordinator: port must be in [1, 65535], got {port!r} in {target!r}")
+    return f"{host}:{int(port)}"
+
+
 def node_options(args: argparse.Namespace, environ: Mapping[str, str]) -> NodeOptions:
     """NodeOptions from parsed flags; ConfigError names the flag at fault."""
     # Deferred: the node's modules load grpc, imported only when a node runs, so that
@@ -104,6 +138,9 @@ def node_options(args: argparse.Namespace, environ: Mapping[str, str]) -> NodeOp
         raise ConfigError(f"--pull-wait: must be > 0, got {args.pull_wait}")
     if not (args.device in ("auto", "cpu", "cuda") or args.device.startswith("cuda:")):
         raise ConfigError(f"--device: must be auto, cpu, cuda or cuda:N, got {args.device!r}")
+    preflight.check_device(args.device, "--device")
+    if args.dataset:  # the node's own data: a mistake in it is found now, not after joining
+        preflight.check_dataset(args.dataset, "--dataset")
     try:
         security = ChannelSecurity(ca_file=args.tls_ca, cert_file=args.tls_cert,
                                    key_file=args.tls_key, server_name=args.tls_server_name,
@@ -113,7 +150,7 @@ def node_options(args: argparse.Namespace, environ: Mapping[str, str]) -> NodeOp
         for field, flag in _SECURITY_FLAGS.items():
             message = message.replace(f"ChannelSecurity.{field}", flag).replace(field, flag)
         raise ConfigError(message) from None
-    return NodeOptions(args.coordinator, args.node_id, security, device=args.device,
+    return NodeOptions(coordinator_address(args.coordinator), args.node_id, security, device=args.device,
                        dataset=args.dataset, max_message_bytes=args.max_message_mb * 2**20,
                        pull_wait=args.pull_wait, state_dir=args.state_dir, partition=args.partition)
 

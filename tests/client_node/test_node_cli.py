@@ -61,3 +61,35 @@ def test_a_client_certificate_without_its_key_names_both_flags(tmp_path):
     args = parse("--tls-ca", str(tmp_path / "ca.pem"), "--tls-cert", str(tmp_path / "cert.pem"))
     with pytest.raises(ConfigError, match="--tls-key.*--tls-cert|--tls-cert.*--tls-key"):
         node_options(args, {})
+
+
+def test_a_coordinator_without_a_port_means_50051_and_says_so(caplog):
+    import logging
+
+    from codream.cli.node_command import coordinator_address
+
+    with caplog.at_level(logging.WARNING):
+        assert node_options(parse_with_coordinator("localhost"), {}).coordinator == "localhost:50051"
+        assert coordinator_address("coord.example:7000") == "coord.example:7000"
+        assert coordinator_address("[::1]") == "[::1]:50051"
+        assert coordinator_address("[::1]:7000") == "[::1]:7000"
+        assert coordinator_address("dns:///coord:7000") == "dns:///coord:7000"  # a gRPC URI: as given
+    said = [r.getMessage() for r in caplog.records if "has no port" in r.getMessage()]
+    assert said == ["--coordinator localhost has no port: dialling localhost:50051, the coordinator's "
+                    "default", "--coordinator [::1] has no port: dialling [::1]:50051, the "
+                    "coordinator's default"]
+
+
+@pytest.mark.parametrize("target, phrase", [("coord:http", "port must be in [1, 65535]"),
+                                            ("coord:0", "port must be in [1, 65535]"),
+                                            (":7000", "no host"), ("[::1", "expected HOST[:PORT]")])
+def test_a_bad_coordinator_address_names_the_flag(target, phrase):
+    with pytest.raises(ConfigError, match=r"^--coordinator: ") as refused:
+        node_options(parse_with_coordinator(target), {})
+    assert phrase in str(refused.value)
+
+
+def parse_with_coordinator(target):
+    parser = argparse.ArgumentParser()
+    add_node_command(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["node", "--coordinator", target, "--node-id", "node-a"])

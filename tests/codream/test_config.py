@@ -139,10 +139,39 @@ def test_config_file_errors(tmp_path):
         load_run_config(str(bad), {}, {})
     typo = tmp_path / "typo.toml"
     typo.write_text("[dream]\nglobal_stepz = 3\n")
-    with pytest.raises(ConfigError, match=r"^dream\.global_stepz"):
+    with pytest.raises(ConfigError, match=r"^--config .*typo\.toml: dream\.global_stepz: unknown"):
         load_run_config(str(typo), {}, {})
-    with pytest.raises(ConfigError, match=r"^dream\.global_steps: must be an integer"):
+    with pytest.raises(ConfigError, match=r"^CODREAM_DREAM__GLOBAL_STEPS \(environment\): must be an "
+                                          r"integer, got 'lots'$"):
         load_run_config(None, {"CODREAM_DREAM__GLOBAL_STEPS": "lots"}, {})
+
+
+def test_errors_name_the_layer_that_set_the_field(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text("rounds = -1\n")
+    with pytest.raises(ConfigError, match=r"^--rounds: must be >= 0, got -3$"):
+        load_run_config(str(path), {"CODREAM_ROUNDS": "-2"}, {"rounds": "-3"})
+    with pytest.raises(ConfigError, match=r"^CODREAM_ROUNDS \(environment\): must be >= 0, got -2$"):
+        load_run_config(str(path), {"CODREAM_ROUNDS": "-2"}, {"rounds": None})
+    with pytest.raises(ConfigError, match=r"^--config .*run\.toml: rounds: must be >= 0, got -1$"):
+        load_run_config(str(path), {}, {})
+    with pytest.raises(ConfigError, match=r"^--set dream\.bn: must be >= 0$"):
+        load_run_config(None, {}, {"dream.bn": "-1"})
+    with pytest.raises(ConfigError, match=r"^--nodes: must be >= 1, got 0$"):
+        load_run_config(None, {}, {"clients": 0}, flag_names={"clients": "--nodes"})
+    with pytest.raises(ConfigError, match=r"^CODREAM_COLOUR \(environment\): unknown field"):
+        load_run_config(None, {"CODREAM_COLOUR": "blue"}, {})
+    # A default at fault (here through a check of the whole config) keeps the field's name.
+    def refuse(config):
+        raise ConfigError("min_client_size: too large for this data set")
+    with pytest.raises(ConfigError, match=r"^min_client_size: too large"):
+        load_run_config(None, {}, {}, check=refuse)
+
+
+def test_the_node_token_variable_is_not_run_configuration():
+    environ = {"CODREAM_NODE_TOKEN": "s3cret", "CODREAM_SEED": "3"}
+    assert from_environment(environ) == {"seed": "3"}
+    assert load_run_config(None, environ, {}).seed == 3
 
 
 @pytest.mark.parametrize(
@@ -174,26 +203,26 @@ def restore_logging():
 
 
 @pytest.mark.parametrize(
-    "argv, field",
+    "argv, flag",
     [
-        (["simulate", "--strategy", "nonsense"], "strategy"),
-        (["simulate", "--partition", "dirichlet"], "partition"),
-        (["simulate", "--set", "dream.foo=1"], "dream.foo"),
-        (["simulate", "--set", "dream.global_steps=0"], "dream.global_steps"),
-        (["simulate", "--set", "server_optimizer.name=adagrad"], "server_optimizer.name"),
+        (["simulate", "--strategy", "nonsense"], "--strategy"),
+        (["simulate", "--partition", "dirichlet"], "--partition"),
+        (["simulate", "--set", "dream.foo=1"], "--set dream.foo"),
+        (["simulate", "--set", "dream.global_steps=0"], "--set dream.global_steps"),
+        (["simulate", "--set", "server_optimizer.name=adagrad"], "--set server_optimizer.name"),
         (["simulate", "--set", "novalue"], "--set"),
     ],
 )
-def test_cli_configuration_error_exits_2_naming_the_field(argv, field, capsys, monkeypatch, tmp_path,
-                                                          restore_logging):
+def test_cli_configuration_error_exits_2_naming_the_flag(argv, flag, capsys, monkeypatch, tmp_path,
+                                                         restore_logging):
     monkeypatch.chdir(tmp_path)
     for key in [k for k in os.environ if k.startswith("CODREAM_")]:
         monkeypatch.delenv(key)
     code = main([*argv, "--no-progress", "--out", str(tmp_path / "run")])
     captured = capsys.readouterr()
     assert code == 2
-    assert "configuration error" in captured.err
-    assert f"error: {field}" in captured.err, captured.err
+    assert captured.err.startswith(f"codream simulate: error: {flag}"), captured.err
+    assert captured.err.count("\n") == 1  # one line
     assert not (tmp_path / "run").exists()  # nothing ran
 
 
@@ -201,4 +230,4 @@ def test_cli_environment_error_exits_2(capsys, monkeypatch, tmp_path, restore_lo
     monkeypatch.setenv("CODREAM_DREAM__GLOBAL_STEPS", "-3")
     code = main(["simulate", "--no-progress", "--out", str(tmp_path / "run")])
     assert code == 2
-    assert "dream.global_steps" in capsys.readouterr().err
+    assert "CODREAM_DREAM__GLOBAL_STEPS (environment): must be >= 1" in capsys.readouterr().err

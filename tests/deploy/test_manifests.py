@@ -198,7 +198,7 @@ MUTANTS: dict[str, tuple[Callable[[list[dict]], Any], str]] = {
                                                                    "value": "0"}), "not a valid run config"),
     # Kubernetes would inject CODREAM_COORDINATOR_SERVICE_HOST..., which the coordinator refuses.
     "service links": (lambda o: coordinator_pod(o).pop("enableServiceLinks"),
-                      "coordinator_service_host: unknown field"),
+                      "CODREAM_COORDINATOR_SERVICE_HOST (environment): unknown field"),
     "state outside volumes": (lambda o: set_arg(node(o), "--state-dir", "/srv/state"),
                               "not under any volumeMount"),
     "run dir not persistent": (lambda o: next(v for v in coordinator_pod(o)["volumes"] if v["name"] == "run")
