@@ -80,6 +80,7 @@ def build_from_join(options: NodeOptions, run_config_toml: str, node_index: int,
     run config cannot be built here."""
     try:
         config = node_config(options, run_config_toml, node_index)
+        torch.set_num_threads(config.threads)  # part of the run: the same bits as simulate
         device = resolve_device(config.device)
         if uses_whole_dataset(options):
             logic = build_logic(config, node_index, device, whole_dataset=True)

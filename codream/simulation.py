@@ -18,7 +18,7 @@ import torch
 from codream.aggregation import PlainSummer, Summer
 from codream.config import RunConfig
 from codream.data import load_dataset
-from codream.devices import resolve_device
+from codream.devices import resolve_device, torch_threads
 from codream.in_memory_transport import drive
 from codream.node_build import build_node, client_partitions, node_id
 from codream.round_logic import build_coordinator
@@ -51,6 +51,13 @@ def simulate(
     summer: Summer | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
 ) -> SimulationResult:
+    """The whole run on `config.threads` torch threads (the previous count is put back after)."""
+    with torch_threads(config.threads):
+        return _simulate(config, run_dir, summer, on_round)
+
+
+def _simulate(config: RunConfig, run_dir: Path | None, summer: Summer | None,
+              on_round: Callable[[dict[str, Any]], None] | None) -> SimulationResult:
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)

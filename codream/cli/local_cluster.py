@@ -112,12 +112,17 @@ class LocalCluster:
         count = self._restarts.get(name, 0)
         self._restarts[name] = count + 1
         log_path = self.logs / (f"{name}.log" if count == 0 else f"{name}.{count}.log")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **self.env}
+        env = self.environment()
         with log_path.open("wb") as log:
             process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
                                        start_new_session=True)
         self.processes[name] = process
         return process
+
+    def environment(self) -> dict[str, str]:
+        """Every process's environment: this one's, unbuffered output, and `env` on top. No
+        thread-count variables: each process applies the run config's `threads` itself."""
+        return {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
 
     # ---- control --------------------------------------------------------------------------
     def kill(self, name: str) -> None:
