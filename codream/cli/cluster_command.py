@@ -15,7 +15,7 @@ from codream.cli import preflight, run_directory
 from codream.cli.parsing import add_command
 from codream.cli.progress import progress_total, summary_line
 from codream.cli.run_config import add_config_flags, config_flags, load_run_config
-from codream.config import to_toml
+from codream.config import ConfigError, to_toml
 
 
 def run_cluster(args: argparse.Namespace) -> int:
@@ -24,6 +24,9 @@ def run_cluster(args: argparse.Namespace) -> int:
     from codream.cli.local_cluster import LocalCluster
 
     flags = config_flags(args)
+    if flags["clients"] is not None and str(flags["clients"]).strip() != str(args.nodes):
+        raise ConfigError(f"--clients: a cluster has one client per node process: give --nodes "
+                          f"only (got --clients {flags['clients']} and --nodes {args.nodes})")
     flags["clients"] = args.nodes
     config = load_run_config(args.config, os.environ, flags, flag_names={"clients": "--nodes"},
                              check=preflight.check_run)

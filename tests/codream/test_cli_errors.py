@@ -189,6 +189,9 @@ CASES = {
     "secure aggregation with one client (cluster)": Case(
         ["cluster", "--nodes", "1", "--no-progress", "--out", "{d}/run"],
         ("codream cluster: error: --nodes: secure aggregation", "--set secagg.enabled=false")),
+    "cluster: --clients beside --nodes": Case(
+        ["cluster", "--clients", "3", "--nodes", "4", "--no-progress", "--out", "{d}/run"],
+        ("--clients: a cluster has one client per node process: give --nodes only",)),
     "cluster: cuda nodes without a GPU": Case(
         ["cluster", "--node-device", "cuda", "--no-progress", "--out", "{d}/run"],
         ("--node-device: cuda was asked for but CUDA is not available",)),
