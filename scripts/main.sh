@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 .venv/bin/codream cluster --nodes 4 --strategy codream --dataset digits \
-  --partition dirichlet:0.5 --models cnn,wide_cnn,resnet8,vgg --out runs/main "$@"
+  --partition dirichlet:0.5 --models cnn,wide_cnn,resnet8,vgg --out runs/main --force "$@"
