@@ -17,7 +17,7 @@ import numpy as np
 from secagg.errors import MalformedMessage, VersionMismatch
 
 MAGIC = b"SA"
-VERSION = 1
+VERSION = 2  # 2: seed and share commitments, unheld peers, pairwise-key reveals
 _HEADER = struct.Struct(">2sBB16sII")
 SESSION_ID_BYTES = 16
 KEY_BYTES = 32
