@@ -13,11 +13,10 @@ from pathlib import Path
 
 import grpc
 
+from protos.channel_options import client_options
+
 NODE_METADATA = "x-codream-node"  # matches coordinator.security, which reads it
 AUTHORIZATION_METADATA = "authorization"
-
-_KEEPALIVE_TIMEOUT_MS = 20_000
-
 
 @dataclass(frozen=True)
 class ChannelSecurity:
@@ -54,19 +53,7 @@ def open_channel(
     `interceptors` (e.g. call metrics) see each call before the identity is added."""
     if not node_id or not _is_metadata_text(node_id):
         raise ValueError(f"node_id must be non-empty printable ASCII without spaces, got {node_id!r}")
-    if max_message_bytes <= 0:
-        raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes}")
-    if keepalive_seconds <= 0:
-        raise ValueError(f"keepalive_seconds must be positive, got {keepalive_seconds}")
-    keepalive_ms = int(keepalive_seconds * 1000)
-    options: list[tuple] = [
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.keepalive_time_ms", keepalive_ms),
-        ("grpc.keepalive_timeout_ms", min(_KEEPALIVE_TIMEOUT_MS, keepalive_ms)),
-        ("grpc.keepalive_permit_without_calls", 1),  # nodes sit idle between long polls
-        ("grpc.http2.max_pings_without_data", 0),
-    ]
+    options: list[tuple] = list(client_options(max_message_bytes, keepalive_seconds))
     if security.ca_file is None:
         channel = grpc.insecure_channel(target, options=options)
     else:

@@ -31,7 +31,6 @@ BEARER_SCHEME = "bearer"
 # Key of the client certificate's subject CN in grpc's auth context (values are bytes).
 COMMON_NAME_PROPERTY = "x509_common_name"
 
-_KEEPALIVE_TIMEOUT_MS = 20_000
 
 
 @dataclass(frozen=True)
@@ -76,29 +75,6 @@ def server_credentials(security: ServerSecurity) -> grpc.ServerCredentials | Non
         root_certificates=Path(security.client_ca_file).read_bytes(),
         require_client_auth=True,
     )
-
-
-def server_options(max_message_bytes: int = 256 * 2**20, keepalive_seconds: float = 30.0) -> list[tuple]:
-    """Server channel options matching `client_node.channel.open_channel`'s.
-
-    The server must accept the client's keepalive pings even between calls (nodes idle in a
-    long poll), or it answers them with GOAWAY "too_many_pings" and drops the node.
-    """
-    if max_message_bytes <= 0:
-        raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes}")
-    if keepalive_seconds <= 0:
-        raise ValueError(f"keepalive_seconds must be positive, got {keepalive_seconds}")
-    keepalive_ms = int(keepalive_seconds * 1000)
-    return [
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.keepalive_time_ms", keepalive_ms),
-        ("grpc.keepalive_timeout_ms", min(_KEEPALIVE_TIMEOUT_MS, keepalive_ms)),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.max_pings_without_data", 0),
-        # Half the client's interval, so timer jitter never counts as a ping strike.
-        ("grpc.http2.min_ping_interval_without_data_ms", max(1, keepalive_ms // 2)),
-    ]
 
 
 def authenticate(context: grpc.ServicerContext, security: ServerSecurity) -> str:

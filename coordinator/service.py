@@ -39,8 +39,9 @@ from coordinator.federation import Federation
 from coordinator.membership import Membership
 from coordinator.network_transport import NetworkTransport, Stopped, Timeouts
 from coordinator.run_metrics import CoordinatorMetrics
-from coordinator.security import ServerSecurity, server_credentials, server_options
+from coordinator.security import ServerSecurity, server_credentials
 from coordinator.servicer import Admission, CoordinatorServicer
+from protos.channel_options import server_options
 from protos.codream.v1 import codream_pb2 as pb
 from protos.codream.v1 import codream_pb2_grpc as pb_grpc
 from protos.grpc_metrics import ServerMetricsInterceptor

@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from client_node.channel import ChannelSecurity, open_channel
-from coordinator.security import server_options
+from protos.channel_options import server_options
 
 
 def _seen(context: grpc.ServicerContext) -> bytes:

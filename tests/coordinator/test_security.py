@@ -22,9 +22,9 @@ from coordinator.security import (
     generate_tokens,
     load_tokens,
     server_credentials,
-    server_options,
     write_tokens,
 )
+from protos.channel_options import server_options
 
 IDENTITY = "/codream.test.Echo/Identity"
 NODES = ("node-0", "node-1")
