@@ -50,6 +50,7 @@ class Membership:
         self._by_node: dict[str, Member] = {}
         self._lock = threading.Lock()
         self.changed = threading.Condition(self._lock)
+        self._departures_expected = False
 
     def join(self, node_id: str) -> Member:
         with self._lock:
@@ -126,6 +127,12 @@ class Membership:
     def _alive(self, member: Member) -> bool:
         return self._clock() - member.last_seen <= self._liveness
 
+    def expect_departures(self) -> None:
+        """The run is over and the nodes were told so: their leaving is normal from now on."""
+        with self._lock:
+            self._departures_expected = True
+
     def _retire(self, member: Member, why: str) -> None:
         member.gone = True
-        log.warning("node %s left the federation: %s", member.node_id, why)
+        level = logging.INFO if self._departures_expected else logging.WARNING
+        log.log(level, "node %s left the federation: %s", member.node_id, why)

@@ -220,6 +220,7 @@ class CoordinatorService:
                                f"{self.settings.join_timeout:.0f} s")
 
     def _shut_down_nodes(self) -> None:
+        self.membership.expect_departures()  # nodes leaving now is the normal end, not a warning
         members = self.membership.live()
         entries = [self.dispatcher.post(m, pb.Task(task_id="shutdown", shutdown=pb.Shutdown(
             reason="the run is complete")), lambda result: True) for m in members]

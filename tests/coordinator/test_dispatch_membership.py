@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from coordinator.dispatch import Dispatcher
@@ -125,3 +127,19 @@ def test_a_newer_long_poll_ends_the_older_one():
     assert not older.is_alive() and results == [None]  # ...ended the older one at once
     dispatcher.post(member, pb.Task(task_id="t"), _accept_ack)
     assert dispatcher.pull(member, 0).task_id == "t"
+
+
+def test_leaving_is_a_warning_during_the_run_and_info_once_departures_are_expected(caplog):
+    membership = Membership(("node-0", "node-1"), liveness_seconds=30.0)
+    first = membership.join("node-0")
+    second = membership.join("node-1")
+    for member in (first, second):
+        membership.heartbeat(member, open_=True)
+    with caplog.at_level(logging.INFO, logger="coordinator.membership"):
+        membership.heartbeat(first, open_=False)
+        membership.expect_departures()
+        membership.heartbeat(second, open_=False)
+    levels = [(r.levelname, r.getMessage()) for r in caplog.records
+              if "left the federation" in r.getMessage()]
+    assert levels == [("WARNING", "node node-0 left the federation: heartbeat stream ended"),
+                      ("INFO", "node node-1 left the federation: heartbeat stream ended")]
