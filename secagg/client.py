@@ -416,9 +416,11 @@ class SecAggClient:
         payload = common.consistency_payload(self.session_id, self.step, request.survivors)
         for signer, signature in request.signatures:
             verify_signature(self._peer_identities, signer, signature, payload)
-        if len(signers) < self.config.shares_needed:
+        quorum = self.config.certification_quorum
+        if len(signers) < quorum:
             raise InsufficientSurvivors(
-                f"{len(signers)} consistency signatures < threshold {self.config.shares_needed}"
+                f"{len(signers)} consistency signatures < {quorum}, a strict majority of the "
+                f"{self.config.n_clients} session members: the survivor list is not certified"
             )
 
 

@@ -72,6 +72,17 @@ class SecAggConfig:
         return self.threshold
 
     @property
+    def certification_quorum(self) -> int:
+        """Consistency signatures a survivor list needs: a strict majority of ALL session members.
+
+        floor(n/2) + 1, whatever the graph: two different lists of one step would need more than n
+        signers between them, and an honest client signs one list per step, so at most one list
+        per step is ever certified. (The per-neighbourhood threshold t is too small for this under
+        SecAgg+: disjoint groups of t clients could each certify a list of their own.)
+        """
+        return self.n_clients // 2 + 1
+
+    @property
     def neighbourhood_size(self) -> int:
         """Holders of each client's shares: itself and its neighbours."""
         if self.graph == "complete":

@@ -238,8 +238,13 @@ class SecAggServer:
         """Close the previous round and ask survivor `client_id` for its shares."""
         self._close_inputs()
         if self._phase is ServerPhase.CONSISTENCY:
-            if len(self._signatures) < self.config.shares_needed:
-                raise self._abort(f"{len(self._signatures)} consistency signatures")
+            quorum = self.config.certification_quorum
+            if len(self._signatures) < quorum:
+                self._phase = ServerPhase.ABORTED
+                raise InsufficientSurvivors(
+                    f"step {self.step}: {len(self._signatures)} consistency signatures < {quorum}, "
+                    f"a strict majority of the {self.config.n_clients} session members; session "
+                    "aborted, nothing released")
             self._phase = ServerPhase.UNMASK
         self._in_phase(ServerPhase.UNMASK, "unmask_request")
         self._survivor(client_id)
