@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -80,7 +81,7 @@ class SecureContribution:
         if self.client is None or params.session_id != self.session_id:
             self.client = SecAggClient(
                 params.client_index, params.config, params.session_id,
-                random_bytes=self._random_bytes,
+                random_bytes=self._random_bytes, context=session_context(params),
             )
             self.params = params
             log.info("node %s: secure session %s begins as client %d of %d", self.node_id,
@@ -140,6 +141,15 @@ class SecureContribution:
     def _params(self) -> SessionParams:
         self._client()
         return self.params
+
+
+def session_context(params: SessionParams) -> bytes:
+    """What the node binds into its parameter digest beyond the secagg config: the weight unit W
+    and the member list (node ids by client index). Every peer must have been told the same, or
+    the key directory is refused (`secagg.ParameterMismatch`): a coordinator that gave the others
+    a huge W would otherwise release one node's update nearly alone in the sum."""
+    members = b"".join(struct.pack(">I", len(m.encode())) + m.encode() for m in params.members)
+    return struct.pack(">dI", params.weight_unit, len(params.members)) + members
 
 
 def _unusable(reply: Reply, dim: int, max_weight: float) -> str:

@@ -30,6 +30,7 @@ from secagg.errors import (
     DroppedClient,
     InsufficientSurvivors,
     MalformedMessage,
+    ParameterMismatch,
     PhaseError,
     RevealRefused,
     UnknownClient,
@@ -53,6 +54,7 @@ from secagg.prg import MaskStreams
 from secagg.verification import check_advert, check_header, check_ids, verify_signature
 
 _NONCE = 12
+MIN_CONTRIBUTORS = 2  # a client reveals no self-mask share for a sum of fewer survivors
 
 
 class Phase(enum.Enum):
@@ -92,7 +94,11 @@ class SecAggClient:
         identity_key: Ed25519PrivateKey | None = None,
         peer_identities: Mapping[int, Ed25519PublicKey] | None = None,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        context: bytes = b"",
     ) -> None:
+        """`context`: what else the caller was told about the session and must agree on with
+        every peer (e.g. the weight unit and member list); it goes into the parameter digest
+        this client signs in AdvertiseKeys, and a directory with another digest is refused."""
         if not 0 <= client_id < config.n_clients:
             raise UnknownClient(f"client_id must be in [0, {config.n_clients}), got {client_id}")
         if config.authenticated and (identity_key is None or peer_identities is None):
@@ -103,6 +109,7 @@ class SecAggClient:
         self._identity = identity_key
         self._peer_identities = dict(peer_identities or {})
         self._random_bytes = random_bytes
+        self.params_digest = common.params_digest(config, session_id, context)
         self.neighbours = common.session_graph(config, session_id)[client_id]
         self.alive: set[int] = set(self.neighbours)  # neighbours still in the session
         self.step = 0  # the step whose masked input is next
@@ -132,6 +139,7 @@ class SecAggClient:
             tuple(_public(k) for k in secrets.s_privates),
             b_commitments=tuple(common.seed_commitment(self.session_id, first + j, self.id, b)
                                 for j, b in enumerate(secrets.b_seeds)),
+            params_digest=self.params_digest,
         )
         if self.config.authenticated:
             signature = self._sign(message.signed_bytes())
@@ -152,6 +160,7 @@ class SecAggClient:
         check_ids(senders, self.neighbours | {self.id}, "KeyDirectory")
         for entry in directory.entries:
             self._check_advert(entry)
+            self._check_params(entry)
         if self.id not in senders:
             raise MalformedMessage("KeyDirectory lacks this client's own advertisement")
         own = directory.entries[senders.index(self.id)]
@@ -325,6 +334,9 @@ class SecAggClient:
             raise RevealRefused(f"asked to reveal both secrets of clients {sorted(both)[:5]}")
         if self.id not in survivors:
             raise RevealRefused("UnmaskRequest does not list this client as a survivor")
+        if len(survivors) < MIN_CONTRIBUTORS:
+            raise RevealRefused(f"UnmaskRequest lists {len(survivors)} survivor: a sum of fewer than "
+                                f"{MIN_CONTRIBUTORS} contributors would be one input in the clear")
         if self.config.authenticated:
             self._check_consistency(request)
         local_survivors = survivors & (self.alive | {self.id})
@@ -406,6 +418,14 @@ class SecAggClient:
     def _check_advert(self, entry: AdvertiseKeys) -> None:
         check_header(entry.header, self.session_id, self.block, "AdvertiseKeys")
         check_advert(entry, self.config, self._peer_identities)
+
+    def _check_params(self, entry: AdvertiseKeys) -> None:
+        """ParameterMismatch unless the peer was told the same session parameters as this client
+        (signed by the peer in authenticated mode, so then the coordinator cannot forge it)."""
+        if not hmac.compare_digest(entry.params_digest, self.params_digest):
+            raise ParameterMismatch(
+                f"client {entry.header.client_id} was given other session parameters (weight "
+                "unit, members, threshold, ...) than this client: refusing to share keys")
 
     def _check_consistency(self, request: UnmaskRequest) -> None:
         if self._survivors_signed != tuple(sorted(request.survivors)):

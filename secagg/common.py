@@ -16,6 +16,7 @@ from secagg.graph import build_graph
 CONSISTENCY_LABEL = b"codream/secagg/v1/consistency"
 SEED_COMMITMENT_LABEL = b"codream/secagg/v1/seed-commitment"
 SHARE_COMMITMENT_LABEL = b"codream/secagg/v1/share-commitment"
+PARAMS_LABEL = b"codream/secagg/v1/session-parameters"
 COMMITMENT_BYTES = 32
 
 
@@ -93,3 +94,17 @@ def consistency_payload(session_id: bytes, step: int, survivors: Iterable[int]) 
     """What each survivor signs in the ConsistencyCheck round."""
     ids = sorted(survivors)
     return CONSISTENCY_LABEL + session_id + struct.pack(f">II{len(ids)}I", step, len(ids), *ids)
+
+
+def params_digest(config: SecAggConfig, session_id: bytes, context: bytes = b"") -> bytes:
+    """SHA-256 of everything a client was told about its session: the session id, every field
+    of the config (the threshold, degree and scale as resolved) and the caller's `context` (e.g.
+    the weight unit and the member list); each client signs its own in AdvertiseKeys."""
+    degree = config.neighbourhood_size - 1
+    fields = struct.pack(
+        ">IQdIIddI?", config.n_clients, config.dim, config.clip, config.shares_needed, degree,
+        config.values.scale or 0.0, config.max_weight, config.steps_per_block, config.authenticated,
+    )
+    graph = config.graph.encode()
+    return hashlib.sha256(PARAMS_LABEL + session_id + struct.pack(">I", len(graph)) + graph + fields
+                          + struct.pack(">I", len(context)) + context).digest()

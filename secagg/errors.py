@@ -43,6 +43,10 @@ class SessionMismatch(SecAggError):
     """A message belongs to another session."""
 
 
+class ParameterMismatch(SessionMismatch):
+    """Peers of one session were given different parameters (their parameter digests differ)."""
+
+
 class StepMismatch(SecAggError):
     """A message belongs to another step or block of this session (replay or reordering)."""
 

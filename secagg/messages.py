@@ -17,12 +17,13 @@ import numpy as np
 from secagg.errors import MalformedMessage, VersionMismatch
 
 MAGIC = b"SA"
-VERSION = 2  # 2: seed and share commitments, unheld peers, pairwise-key reveals
+VERSION = 3  # 2: seed and share commitments, unheld peers, pairwise-key reveals; 3: parameter digest
 _HEADER = struct.Struct(">2sBB16sII")
 SESSION_ID_BYTES = 16
 KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 COMMITMENT_BYTES = 32
+DIGEST_BYTES = 32
 
 
 class _Wire:
@@ -101,10 +102,16 @@ class AdvertiseKeys(_Wire):
     s_publics: tuple[bytes, ...]
     signature: bytes | None = None
     b_commitments: tuple[bytes, ...] = ()
+    # SHA-256 of the session parameters as the sender understood them (`common.params_digest`);
+    # signed with the rest, so peers catch a coordinator that told members different things
+    params_digest: bytes = bytes(DIGEST_BYTES)
 
     def body(self) -> bytes:
+        if len(self.params_digest) != DIGEST_BYTES:
+            raise MalformedMessage(f"params_digest must be {DIGEST_BYTES} bytes")
         return (self.c_public + struct.pack(">I", len(self.s_publics)) + b"".join(self.s_publics)
-                + struct.pack(">I", len(self.b_commitments)) + b"".join(self.b_commitments))
+                + struct.pack(">I", len(self.b_commitments)) + b"".join(self.b_commitments)
+                + self.params_digest)
 
     def signed_bytes(self) -> bytes:
         """What the Ed25519 identity key signs: the header and body, without the signature."""
@@ -118,7 +125,8 @@ class AdvertiseKeys(_Wire):
         c_public = r.take(KEY_BYTES)
         s_publics = tuple(r.take(KEY_BYTES) for _ in range(r.u32()))
         b_commitments = tuple(r.take(COMMITMENT_BYTES) for _ in range(r.u32()))
-        return cls(header, c_public, s_publics, _read_sig(r), b_commitments)
+        params_digest = r.take(DIGEST_BYTES)
+        return cls(header, c_public, s_publics, _read_sig(r), b_commitments, params_digest)
 
 
 @dataclass(frozen=True)

@@ -152,3 +152,96 @@ def test_a_client_refuses_a_key_directory_that_leaves_it_fewer_holders_than_the_
     own_and_one = tuple(e for e in directory.entries if e.header.client_id in (0, 1))
     with pytest.raises(InsufficientSurvivors, match="advertised keys"):  # 2 holders < t = 3
         session.clients[0].share_keys(KeyDirectory(directory.header, own_and_one))
+
+
+# -- session parameters bound by every client ----------------------------------------------
+def _clients_told(config, contexts):
+    """A server and clients whose coordinator told client i `contexts[i]` (authenticated)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from secagg import SecAggClient, SecAggServer
+
+    keys = {i: Ed25519PrivateKey.generate() for i in range(config.n_clients)}
+    identities = {i: k.public_key() for i, k in keys.items()}
+    server = SecAggServer(config, peer_identities=identities)
+    clients = {i: SecAggClient(i, config, server.session_id, identity_key=keys[i],
+                               peer_identities=identities, context=contexts[i])
+               for i in range(config.n_clients)}
+    return InProcessSession(config, server, clients)
+
+
+def _units_attack():
+    """Client 0 is told weight unit 1, the others 1e6: their x = v / W all but vanish."""
+    config = SecAggConfig(n_clients=4, dim=DIM, authenticated=True)
+    units = {0: 1.0, 1: 1e6, 2: 1e6, 3: 1e6}
+    session = _clients_told(config, {i: f"unit={u}".encode() for i, u in units.items()})
+    rng = np.random.default_rng(2)
+    updates = {i: rng.uniform(-0.9, 0.9, DIM) for i in range(4)}
+    return session, updates, {i: updates[i] / units[i] for i in range(4)}
+
+
+def test_unchecked_different_weight_units_release_one_clients_update_nearly_alone(monkeypatch):
+    from secagg import SecAggClient
+
+    monkeypatch.setattr(SecAggClient, "_check_params", lambda self, entry: None)
+    session, updates, inputs = _units_attack()
+    result = session.step(inputs)
+    assert np.abs(result.total - updates[0]).max() < 1e-5  # client 0's update, to 5 decimals
+
+
+def test_clients_refuse_a_directory_whose_peers_were_given_other_parameters():
+    from secagg import ParameterMismatch
+
+    session, _, _ = _units_attack()
+    for i in range(4):
+        session.server.receive_advertise(session.clients[i].advertise_keys())
+    for i in range(4):  # every client sees a peer told something else
+        with pytest.raises(ParameterMismatch):
+            session.clients[i].share_keys(session.server.key_directory(i))
+
+
+def test_the_parameter_digest_is_signed_so_the_coordinator_cannot_align_it():
+    import dataclasses
+
+    from secagg import SignatureInvalid
+    from secagg.messages import KeyDirectory
+
+    session, _, _ = _units_attack()
+    adverts = {i: session.clients[i].advertise_keys() for i in range(4)}
+    for advert in adverts.values():
+        session.server.receive_advertise(advert)
+    directory = session.server.key_directory(1)
+    forged = tuple(dataclasses.replace(e, params_digest=adverts[1].params_digest)
+                   for e in directory.entries)
+    with pytest.raises(SignatureInvalid):
+        session.clients[1].share_keys(KeyDirectory(directory.header, forged))
+
+
+def test_every_session_parameter_changes_the_digest():
+    import dataclasses
+
+    from secagg.common import params_digest
+
+    base = SecAggConfig(n_clients=4, dim=DIM)
+    sid = b"s" * 16
+    digests = {params_digest(base, sid, b"unit=1"), params_digest(base, sid, b"unit=2"),
+               params_digest(base, b"t" * 16, b"unit=1")}
+    for change in ({"n_clients": 5}, {"dim": DIM + 1}, {"clip": 2.0}, {"threshold": 4},
+                   {"max_weight": 2.0}, {"steps_per_block": 2}, {"authenticated": True},
+                   {"scale": 1000.0}):
+        digests.add(params_digest(dataclasses.replace(base, **change), sid, b"unit=1"))
+    assert len(digests) == 11
+
+
+def test_a_client_reveals_no_self_mask_share_for_a_sum_of_one():
+    from secagg import RevealRefused
+
+    config = SecAggConfig(n_clients=3, dim=DIM, threshold=2)
+    session = InProcessSession.create(config)
+    session.setup_block()
+    for i in range(3):
+        session.server.receive_masked_input(session.clients[i].masked_input(0, np.zeros(DIM)))
+    honest = session.server.unmask_request(0)
+    alone = UnmaskRequest(honest.header, (0,), (1, 2))
+    with pytest.raises(RevealRefused, match="fewer than 2"):
+        session.clients[0].unmask(alone)
