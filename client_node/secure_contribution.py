@@ -13,15 +13,16 @@ import logging
 import math
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from codream.aggregation import Contribution
 from codream.messages import Reply, Skip
 from secagg import SecAggClient, SecAggConfig, decode
-from secagg.messages import KeyDirectory, ShareDelivery, UnmaskRequest
+from secagg.messages import ConsistencyRequest, KeyDirectory, ShareDelivery, UnmaskRequest
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class SessionParams:
     config: SecAggConfig
     weight_unit: float
     members: tuple[str, ...] = ()
+    identity_keys: tuple[bytes, ...] = ()  # raw Ed25519 keys by client index (authenticated)
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,24 @@ class MaskedReply:
 class SecureContribution:
     """The node's secure-aggregation state across sessions and blocks."""
 
-    def __init__(self, node_id: str, random_bytes: Callable[[int], bytes] = os.urandom) -> None:
+    def __init__(self, node_id: str, random_bytes: Callable[[int], bytes] = os.urandom, *,
+                 identity_key: Ed25519PrivateKey | None = None,
+                 peer_identities: Mapping[str, Ed25519PublicKey] | None = None) -> None:
+        """`identity_key`: this node's Ed25519 key, which signs its advertisements and survivor
+        lists in authenticated sessions. `peer_identities`: the roster this node trusts, node id
+        -> Ed25519 public key, pinned out of band (the CLI would read it from a file the
+        organisations exchange, e.g. `--identity-key node.ed25519 --peer-identities roster.toml`).
+        With a roster the node takes part only in authenticated sessions whose relayed keys are
+        the roster's, so a coordinator can neither substitute keys nor downgrade the session."""
         self.node_id = node_id
         self._random_bytes = random_bytes
+        self._identity = identity_key
+        self._roster = None if peer_identities is None else dict(peer_identities)
+        if self._roster is not None and identity_key is None:
+            raise ValueError("a node with a peer-identity roster needs its own identity key")
+        if (self._roster is not None and identity_key is not None and node_id in self._roster
+                and _raw(self._roster[node_id]) != _raw(identity_key.public_key())):
+            raise ValueError(f"the roster's identity key for {node_id} is not this node's")
         self.params: SessionParams | None = None
         self.client: SecAggClient | None = None
 
@@ -79,8 +96,11 @@ class SecureContribution:
                 f"{_member(params.members, params.client_index)!r}, this node is {self.node_id!r}"
             )
         if self.client is None or params.session_id != self.session_id:
+            identities = self._identities(params)
             self.client = SecAggClient(
                 params.client_index, params.config, params.session_id,
+                identity_key=self._identity if identities is not None else None,
+                peer_identities=identities,
                 random_bytes=self._random_bytes, context=session_context(params),
             )
             self.params = params
@@ -90,6 +110,46 @@ class SecureContribution:
             raise SecureTaskError("SecAggBegin changed the parameters of the running session "
                                   f"{params.session_id.hex()}")
         return self.client.advertise_keys().to_bytes()
+
+    def _identities(self, params: SessionParams) -> dict[int, Ed25519PublicKey] | None:
+        """The identity keys by client index for an authenticated session (None: unauthenticated);
+        SecureTaskError for a session this node must not join."""
+        authenticated = params.config.authenticated
+        if not authenticated:
+            if self._roster is not None:
+                raise SecureTaskError("this node pins peer identities and takes part only in "
+                                      "authenticated sessions; SecAggBegin carries no identity keys")
+            return None
+        if self._identity is None:
+            raise SecureTaskError("authenticated session, but this node has no identity key")
+        n = params.config.n_clients
+        if len(params.identity_keys) != n or len(params.members) != n:
+            raise SecureTaskError(f"authenticated SecAggBegin must name {n} members and {n} identity "
+                                  f"keys, got {len(params.members)} and {len(params.identity_keys)}")
+        if params.identity_keys[params.client_index] != _raw(self._identity.public_key()):
+            raise SecureTaskError("SecAggBegin relays another identity key for this node")
+        if self._roster is None:  # nothing to pin against: trusts the coordinator's relay
+            log.warning("node %s: authenticated session without a pinned roster: the identity keys "
+                        "are the coordinator's word", self.node_id)
+            try:
+                return {i: Ed25519PublicKey.from_public_bytes(k)
+                        for i, k in enumerate(params.identity_keys)}
+            except ValueError as error:
+                raise SecureTaskError(f"malformed identity key: {error}") from None
+        identities = {}
+        for i, (member, key) in enumerate(zip(params.members, params.identity_keys, strict=True)):
+            pinned = self._roster.get(member)
+            if pinned is None:
+                raise SecureTaskError(f"member {member!r} is not in this node's identity roster")
+            if _raw(pinned) != key:
+                raise SecureTaskError(f"SecAggBegin relays an identity key for {member!r} that is "
+                                      "not the pinned one: refusing the session")
+            identities[i] = pinned
+        return identities
+
+    def sign_survivors(self, request: bytes) -> bytes:
+        """ConsistencySignature bytes over the survivor list (authenticated sessions)."""
+        return self._client().sign_survivors(decode(request, ConsistencyRequest)).to_bytes()
 
     def share_keys(self, key_directory: bytes) -> bytes:
         return self._client().share_keys(decode(key_directory, KeyDirectory)).to_bytes()
@@ -149,7 +209,13 @@ def session_context(params: SessionParams) -> bytes:
     the key directory is refused (`secagg.ParameterMismatch`): a coordinator that gave the others
     a huge W would otherwise release one node's update nearly alone in the sum."""
     members = b"".join(struct.pack(">I", len(m.encode())) + m.encode() for m in params.members)
-    return struct.pack(">dI", params.weight_unit, len(params.members)) + members
+    keys = b"".join(struct.pack(">I", len(k)) + k for k in params.identity_keys)
+    return (struct.pack(">dI", params.weight_unit, len(params.members)) + members
+            + struct.pack(">I", len(params.identity_keys)) + keys)
+
+
+def _raw(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes_raw()
 
 
 def _unusable(reply: Reply, dim: int, max_weight: float) -> str:

@@ -19,7 +19,7 @@ from secagg import SecAggConfig, SecAggError
 
 log = logging.getLogger(__name__)
 
-SECAGG_TASKS = frozenset({"secagg_begin", "key_directory", "unmask_request"})
+SECAGG_TASKS = frozenset({"secagg_begin", "key_directory", "consistency_request", "unmask_request"})
 
 
 class TaskLogic(Protocol):
@@ -46,9 +46,10 @@ def session_params(begin: pb.SecAggBegin) -> SessionParams:
         n_clients=begin.n_clients, dim=begin.dim, clip=begin.clip, threshold=begin.threshold or None,
         graph=begin.graph, degree=begin.degree or None, scale=begin.scale or None,
         max_weight=begin.max_weight, steps_per_block=begin.steps_per_block,
+        authenticated=bool(begin.identity_keys),
     )
     return SessionParams(begin.session_id, begin.client_index, config, begin.weight_unit,
-                         tuple(begin.members))
+                         tuple(begin.members), tuple(begin.identity_keys))
 
 
 class TaskRunner:
@@ -123,4 +124,6 @@ class TaskRunner:
             return self.secure.begin(session_params(task.secagg_begin))
         if kind == "key_directory":
             return self.secure.share_keys(task.key_directory)
+        if kind == "consistency_request":
+            return self.secure.sign_survivors(task.consistency_request)
         return self.secure.unmask(task.unmask_request)

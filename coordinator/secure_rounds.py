@@ -11,13 +11,15 @@ it advertised) is left out of every later session of the run.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from codream.aggregation import AggregateSum
 from codream.config import SecureAggregationConfig
@@ -30,7 +32,13 @@ from protos.codream.v1 import codream_pb2 as pb
 from protos.serde import printable
 from secagg import ReconstructionFailed, SecAggError, SecAggServer, decode
 from secagg.errors import InvalidShare
-from secagg.messages import AdvertiseKeys, MaskedInput, ShareKeys, UnmaskResponse
+from secagg.messages import (
+    AdvertiseKeys,
+    ConsistencySignature,
+    MaskedInput,
+    ShareKeys,
+    UnmaskResponse,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +50,7 @@ class Session:
     unit: float
     clip: float
     round: int = 0  # the round it began in
+    identity_keys: list[bytes] = field(default_factory=list)  # by client index; empty: unauthenticated
     deliveries: dict[int, bytes] = field(default_factory=dict)  # client index -> ShareDelivery
 
     @property
@@ -55,8 +64,14 @@ class Session:
 class SecureRounds:
     def __init__(self, dispatcher: Dispatcher, settings: SecureAggregationConfig,
                  live_members: Callable[[], list[Member]], round_timeout: float, step_timeout: float,
-                 count: Callable[[list[OpenTask]], None] = lambda entries: None):
+                 count: Callable[[list[OpenTask]], None] = lambda entries: None,
+                 identities: Mapping[str, bytes] | None = None):
+        """`identities`: node id -> raw Ed25519 identity public key. When every member of a new
+        session has one, the session is authenticated: SecAggBegin relays the keys (each node
+        checks them against the roster it pins), advertisements and survivor lists are signed,
+        and a consistency round runs before every unmasking."""
         self.dispatcher = dispatcher
+        self.identities = dict(identities or {})
         self.settings = settings
         self.live_members = live_members
         self.round_timeout = round_timeout  # key agreement and unmasking rounds
@@ -115,8 +130,21 @@ class SecureRounds:
         if len(live) < 2:
             self.session = None
             return None
-        server = SecAggServer(session_config(self.settings, len(live), size, clip), os.urandom(16))
-        self.session = Session(server, live, weight_unit(m.weight for m in live), clip, task.round)
+        config = session_config(self.settings, len(live), size, clip)
+        keys = [self.identities.get(m.node_id) for m in live]
+        identity_keys = [k for k in keys if k is not None]
+        if len(identity_keys) != len(keys):
+            identity_keys = []
+            if self.identities:
+                log.warning("secure session without authentication: no identity key for %s",
+                            ", ".join(m.node_id for m, k in zip(live, keys, strict=True) if k is None))
+        peers = None
+        if identity_keys:
+            config = dataclasses.replace(config, authenticated=True)
+            peers = {i: Ed25519PublicKey.from_public_bytes(k) for i, k in enumerate(identity_keys)}
+        server = SecAggServer(config, os.urandom(16), peer_identities=peers)
+        self.session = Session(server, live, weight_unit(m.weight for m in live), clip, task.round,
+                               identity_keys=identity_keys)
         self.sessions_started += 1
         log.info("secure session %s: %d members, dim %d, clip %g", server.session_id.hex()[:8],
                  len(live), size, clip)
@@ -132,7 +160,7 @@ class SecureRounds:
                 degree=config.degree or 0 if config.graph == "secagg+" else 0,
                 scale=config.values.scale, max_weight=config.max_weight,
                 steps_per_block=config.steps_per_block, weight_unit=session.unit,
-                members=session.node_ids,
+                members=session.node_ids, identity_keys=session.identity_keys,
             )
             task = pb.Task(task_id=f"secagg/{server.session_id.hex()[:8]}/block{server.block}/advertise",
                            secagg_begin=begin)
@@ -175,8 +203,11 @@ class SecureRounds:
         session.deliveries = {}
         self.dispatcher.gather(masked, self.step_timeout)
         self.count(masked)
+        survivors = server.close_inputs()
+        if server.config.authenticated:
+            survivors = self._consistency(session, message, survivors)
         unmasks = []
-        for index in server.close_inputs():
+        for index in survivors:
             request = server.unmask_request(index)
             task = pb.Task(task_id=f"{message.task_id}/unmask", round=message.round,
                            unmask_request=request.to_bytes())
@@ -195,6 +226,26 @@ class SecureRounds:
                    for i in server.dropped if i not in result.dropped}
         earlier.update(self._excluded_notes(session.node_ids))
         return to_aggregate(result, session.unit, session.node_ids, skipped, earlier)
+
+    def _consistency(self, session: Session, message: pb.Task, survivors: Sequence[int]) -> list[int]:
+        """The ConsistencyCheck: every survivor signs the survivor list; the survivors that
+        signed are asked to unmask (the library needs a strict majority of all members)."""
+        server, signed = session.server, []
+
+        def receive(signature: ConsistencySignature) -> None:
+            server.receive_consistency(signature)
+            signed.append(signature.header.client_id)
+
+        checks = []
+        for index in survivors:
+            request = server.consistency_request(index)
+            task = pb.Task(task_id=f"{message.task_id}/consistency", round=message.round,
+                           consistency_request=request.to_bytes())
+            checks.append(self._post(session, index, task, "secagg_message", ConsistencySignature,
+                                     receive))
+        self.dispatcher.gather(checks, self.round_timeout)
+        self.count(checks)
+        return sorted(signed)
 
     def _post(self, session: Session, index: int, task: pb.Task, body: str, kind: type,
               receive: Callable[[Any], None], also: Callable[[pb.TaskResult], None] | None = None,

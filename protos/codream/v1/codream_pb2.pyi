@@ -131,7 +131,7 @@ class Shutdown(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class SecAggBegin(_message.Message):
-    __slots__ = ("session_id", "client_index", "n_clients", "dim", "clip", "threshold", "graph", "degree", "scale", "max_weight", "steps_per_block", "weight_unit", "members")
+    __slots__ = ("session_id", "client_index", "n_clients", "dim", "clip", "threshold", "graph", "degree", "scale", "max_weight", "steps_per_block", "weight_unit", "members", "identity_keys")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_INDEX_FIELD_NUMBER: _ClassVar[int]
     N_CLIENTS_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +145,7 @@ class SecAggBegin(_message.Message):
     STEPS_PER_BLOCK_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_UNIT_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_KEYS_FIELD_NUMBER: _ClassVar[int]
     session_id: bytes
     client_index: int
     n_clients: int
@@ -158,7 +159,8 @@ class SecAggBegin(_message.Message):
     steps_per_block: int
     weight_unit: float
     members: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, session_id: _Optional[bytes] = ..., client_index: _Optional[int] = ..., n_clients: _Optional[int] = ..., dim: _Optional[int] = ..., clip: _Optional[float] = ..., threshold: _Optional[int] = ..., graph: _Optional[str] = ..., degree: _Optional[int] = ..., scale: _Optional[float] = ..., max_weight: _Optional[float] = ..., steps_per_block: _Optional[int] = ..., weight_unit: _Optional[float] = ..., members: _Optional[_Iterable[str]] = ...) -> None: ...
+    identity_keys: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, session_id: _Optional[bytes] = ..., client_index: _Optional[int] = ..., n_clients: _Optional[int] = ..., dim: _Optional[int] = ..., clip: _Optional[float] = ..., threshold: _Optional[int] = ..., graph: _Optional[str] = ..., degree: _Optional[int] = ..., scale: _Optional[float] = ..., max_weight: _Optional[float] = ..., steps_per_block: _Optional[int] = ..., weight_unit: _Optional[float] = ..., members: _Optional[_Iterable[str]] = ..., identity_keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class SecureStep(_message.Message):
     __slots__ = ("session_id", "step", "share_delivery")
@@ -171,7 +173,7 @@ class SecureStep(_message.Message):
     def __init__(self, session_id: _Optional[bytes] = ..., step: _Optional[int] = ..., share_delivery: _Optional[bytes] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "round", "coordinator_run", "sequence", "secure", "train_local", "dream_step", "soft_labels", "acquire_knowledge", "fedavg_train", "load_parameters", "evaluate", "secagg_begin", "key_directory", "unmask_request", "shutdown")
+    __slots__ = ("task_id", "round", "coordinator_run", "sequence", "secure", "train_local", "dream_step", "soft_labels", "acquire_knowledge", "fedavg_train", "load_parameters", "evaluate", "secagg_begin", "key_directory", "unmask_request", "consistency_request", "shutdown")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     COORDINATOR_RUN_FIELD_NUMBER: _ClassVar[int]
@@ -187,6 +189,7 @@ class Task(_message.Message):
     SECAGG_BEGIN_FIELD_NUMBER: _ClassVar[int]
     KEY_DIRECTORY_FIELD_NUMBER: _ClassVar[int]
     UNMASK_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_REQUEST_FIELD_NUMBER: _ClassVar[int]
     SHUTDOWN_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     round: int
@@ -203,8 +206,9 @@ class Task(_message.Message):
     secagg_begin: SecAggBegin
     key_directory: bytes
     unmask_request: bytes
+    consistency_request: bytes
     shutdown: Shutdown
-    def __init__(self, task_id: _Optional[str] = ..., round: _Optional[int] = ..., coordinator_run: _Optional[str] = ..., sequence: _Optional[int] = ..., secure: _Optional[_Union[SecureStep, _Mapping]] = ..., train_local: _Optional[_Union[TrainLocal, _Mapping]] = ..., dream_step: _Optional[_Union[DreamStep, _Mapping]] = ..., soft_labels: _Optional[_Union[SoftLabels, _Mapping]] = ..., acquire_knowledge: _Optional[_Union[AcquireKnowledge, _Mapping]] = ..., fedavg_train: _Optional[_Union[FedAvgTrain, _Mapping]] = ..., load_parameters: _Optional[_Union[LoadParameters, _Mapping]] = ..., evaluate: _Optional[_Union[Evaluate, _Mapping]] = ..., secagg_begin: _Optional[_Union[SecAggBegin, _Mapping]] = ..., key_directory: _Optional[bytes] = ..., unmask_request: _Optional[bytes] = ..., shutdown: _Optional[_Union[Shutdown, _Mapping]] = ...) -> None: ...
+    def __init__(self, task_id: _Optional[str] = ..., round: _Optional[int] = ..., coordinator_run: _Optional[str] = ..., sequence: _Optional[int] = ..., secure: _Optional[_Union[SecureStep, _Mapping]] = ..., train_local: _Optional[_Union[TrainLocal, _Mapping]] = ..., dream_step: _Optional[_Union[DreamStep, _Mapping]] = ..., soft_labels: _Optional[_Union[SoftLabels, _Mapping]] = ..., acquire_knowledge: _Optional[_Union[AcquireKnowledge, _Mapping]] = ..., fedavg_train: _Optional[_Union[FedAvgTrain, _Mapping]] = ..., load_parameters: _Optional[_Union[LoadParameters, _Mapping]] = ..., evaluate: _Optional[_Union[Evaluate, _Mapping]] = ..., secagg_begin: _Optional[_Union[SecAggBegin, _Mapping]] = ..., key_directory: _Optional[bytes] = ..., unmask_request: _Optional[bytes] = ..., consistency_request: _Optional[bytes] = ..., shutdown: _Optional[_Union[Shutdown, _Mapping]] = ...) -> None: ...
 
 class PullTaskRequest(_message.Message):
     __slots__ = ("member_id", "wait_seconds")

@@ -1,0 +1,78 @@
+"""Authenticated secure rounds over the task mailboxes: identity keys pinned by the nodes.
+
+The coordinator relays each member's Ed25519 identity key in SecAggBegin; every node checks the
+relayed keys against the roster it trusts, signs its advertisement and the survivor list, and
+the coordinator runs the consistency round before unmasking.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from transport_helpers import NoSnapshots, cluster, contribution, dream_step
+
+from client_node.secure_contribution import SecureContribution
+from client_node.task_runner import TaskRunner
+from codream.config import SecureAggregationConfig
+from codream.round_protocol import Broadcast
+
+SECURE = SecureAggregationConfig(enabled=True, graph="complete")
+NODES = ("node-0", "node-1", "node-2")
+SIZE = 8
+KEYS = {n: Ed25519PrivateKey.generate() for n in NODES}
+ROSTER = {n: k.public_key() for n, k in KEYS.items()}
+
+
+def _raw(node):
+    return ROSTER[node].public_bytes_raw()
+
+
+def _logic(node):
+    return lambda task: contribution(np.full(SIZE, 1.0 + NODES.index(node)), 1.0)
+
+
+def _authenticated_cluster(relayed):
+    c = cluster(NODES, SECURE)
+    built = c.__enter__()
+    built.transport.secure.identities = relayed
+    for node in NODES:
+        thread = built.node(node, _logic(node), 1.0, start=False)
+        secure = SecureContribution(node, identity_key=KEYS[node], peer_identities=ROSTER)
+        thread.runner = TaskRunner(node, thread.logic, NoSnapshots(), secure=secure)
+        thread.start()
+    return c, built
+
+
+def test_an_authenticated_step_signs_checks_consistency_and_sums():
+    c, built = _authenticated_cluster({n: _raw(n) for n in NODES})
+    try:
+        replies = built.broadcast(Broadcast(dream_step("d0"), size=SIZE))
+        session = built.transport.secure.session
+        assert session is not None and session.server.config.authenticated
+        np.testing.assert_allclose(replies.total.total, np.full(SIZE, 6.0), atol=1e-5)
+        assert replies.total.contributors == NODES
+        for node in NODES:
+            ids = [r.task_id for r in built.nodes[node].accepted()]
+            assert ids[-2:] == ["d0/consistency", "d0/unmask"], ids
+    finally:
+        c.__exit__(None, None, None)
+
+
+def test_a_substituted_identity_key_is_refused_by_the_nodes_and_nothing_is_summed():
+    mitm = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    relayed = {n: _raw(n) for n in NODES} | {"node-1": mitm}
+    c, built = _authenticated_cluster(relayed)
+    try:
+        def time_out():
+            for node in NODES:
+                built.nodes[node].wait_until(lambda n: bool(n.submissions))
+            built.time_out(120)
+
+        replies = built.broadcast(Broadcast(dream_step("d0"), size=SIZE), while_waiting=time_out)
+        assert replies.total.weight == 0.0 and replies.total.contributors == ()
+        for node in NODES:
+            (first, *_) = built.nodes[node].submissions
+            assert "not the pinned one" in first.result.skip.reason or \
+                "another identity key" in first.result.skip.reason, first.result
+    finally:
+        c.__exit__(None, None, None)
