@@ -75,3 +75,12 @@ def test_nodes_told_the_same_parameters_sum_as_before():
     result, _ = coordinator.step(lambda i: TASK)
     expected = sum(np.array(v) for v in UPDATES.values()) / 2.0
     assert np.abs(result.total - expected).max() <= result.error_bound
+
+
+def test_a_node_refuses_a_session_of_fewer_than_two_members():
+    runner = TaskRunner("node-0", Logic(UPDATES[0]), NoSnapshots())
+    begin = begin_message(CONFIG, b"S" * 16, 0, 1.0, ("node-0",))
+    begin.n_clients = 1
+    task = pb.Task(task_id="b", secagg_begin=begin)
+    result = runner.run(task, "member-0")
+    assert "n_clients must be an int >= 2" in result.skip.reason

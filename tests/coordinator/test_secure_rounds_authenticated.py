@@ -7,6 +7,8 @@ the coordinator runs the consistency round before unmasking.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from transport_helpers import NoSnapshots, cluster, contribution, dream_step
@@ -31,21 +33,21 @@ def _logic(node):
     return lambda task: contribution(np.full(SIZE, 1.0 + NODES.index(node)), 1.0)
 
 
+@contextlib.contextmanager
 def _authenticated_cluster(relayed):
-    c = cluster(NODES, SECURE)
-    built = c.__enter__()
-    built.transport.secure.identities = relayed
-    for node in NODES:
-        thread = built.node(node, _logic(node), 1.0, start=False)
-        secure = SecureContribution(node, identity_key=KEYS[node], peer_identities=ROSTER)
-        thread.runner = TaskRunner(node, thread.logic, NoSnapshots(), secure=secure)
-        thread.start()
-    return c, built
+    """Three nodes that pin ROSTER; the coordinator relays `relayed` (node id -> raw key)."""
+    with cluster(NODES, SECURE) as built:
+        built.transport.secure.identities = relayed
+        for node in NODES:
+            thread = built.node(node, _logic(node), 1.0, start=False)
+            secure = SecureContribution(node, identity_key=KEYS[node], peer_identities=ROSTER)
+            thread.runner = TaskRunner(node, thread.logic, NoSnapshots(), secure=secure)
+            thread.start()
+        yield built
 
 
 def test_an_authenticated_step_signs_checks_consistency_and_sums():
-    c, built = _authenticated_cluster({n: _raw(n) for n in NODES})
-    try:
+    with _authenticated_cluster({n: _raw(n) for n in NODES}) as built:
         replies = built.broadcast(Broadcast(dream_step("d0"), size=SIZE))
         session = built.transport.secure.session
         assert session is not None and session.server.config.authenticated
@@ -54,15 +56,12 @@ def test_an_authenticated_step_signs_checks_consistency_and_sums():
         for node in NODES:
             ids = [r.task_id for r in built.nodes[node].accepted()]
             assert ids[-2:] == ["d0/consistency", "d0/unmask"], ids
-    finally:
-        c.__exit__(None, None, None)
 
 
 def test_a_substituted_identity_key_is_refused_by_the_nodes_and_nothing_is_summed():
     mitm = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
     relayed = {n: _raw(n) for n in NODES} | {"node-1": mitm}
-    c, built = _authenticated_cluster(relayed)
-    try:
+    with _authenticated_cluster(relayed) as built:
         def time_out():
             for node in NODES:
                 built.nodes[node].wait_until(lambda n: bool(n.submissions))
@@ -74,5 +73,17 @@ def test_a_substituted_identity_key_is_refused_by_the_nodes_and_nothing_is_summe
             (first, *_) = built.nodes[node].submissions
             assert "not the pinned one" in first.result.skip.reason or \
                 "another identity key" in first.result.skip.reason, first.result
-    finally:
-        c.__exit__(None, None, None)
+
+
+def test_without_a_key_for_every_member_the_session_is_not_authenticated_and_pinned_nodes_refuse():
+    relayed = {n: _raw(n) for n in NODES[:2]}  # node-2 has none: the coordinator would downgrade
+    with _authenticated_cluster(relayed) as built:
+        def time_out():
+            for node in NODES:
+                built.nodes[node].wait_until(lambda n: bool(n.submissions))
+            built.time_out(120)
+
+        replies = built.broadcast(Broadcast(dream_step("d0"), size=SIZE), while_waiting=time_out)
+        assert replies.total.weight == 0.0
+        for node in NODES:
+            assert "only in authenticated sessions" in built.nodes[node].submissions[0].result.skip.reason
