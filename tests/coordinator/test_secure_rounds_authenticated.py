@@ -87,3 +87,14 @@ def test_without_a_key_for_every_member_the_session_is_not_authenticated_and_pin
         assert replies.total.weight == 0.0
         for node in NODES:
             assert "only in authenticated sessions" in built.nodes[node].submissions[0].result.skip.reason
+
+
+def test_the_next_step_of_an_authenticated_session_runs_its_own_consistency_round():
+    with _authenticated_cluster({n: _raw(n) for n in NODES}) as built:
+        first = built.broadcast(Broadcast(dream_step("d0"), size=SIZE))
+        second = built.broadcast(Broadcast(dream_step("d1", step=1), size=SIZE))
+        assert built.transport.secure.sessions_started == 1
+        for replies in (first, second):
+            np.testing.assert_allclose(replies.total.total, np.full(SIZE, 6.0), atol=1e-5)
+        ids = [r.task_id for r in built.nodes["node-0"].accepted()]
+        assert ids.count("d1/consistency") == 1 and ids[-1] == "d1/unmask", ids
