@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from client_node.channel import ChannelSecurity
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
 @dataclass(frozen=True)
@@ -20,3 +25,7 @@ class NodeOptions:
     call_timeout: float = 30.0  # Join and Ready
     submit_timeout: float = 300.0  # results may be hundreds of MiB
     state_dir: str | None = None  # keep round-start snapshots here, to survive a restart
+    # Authenticated secure aggregation (both or neither): this node's Ed25519 identity key and
+    # the roster it pins, node id -> raw 32-byte Ed25519 public key (it holds this node's own).
+    identity_key: Ed25519PrivateKey | None = None
+    peer_identities: Mapping[str, bytes] | None = None

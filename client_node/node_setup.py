@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from client_node.node_options import NodeOptions
 from client_node.round_snapshot import RoundSnapshots
+from client_node.secure_contribution import SecureContribution
 from client_node.task_runner import TaskRunner
 from codream.config import ConfigError, RunConfig, build
 from codream.data import load_dataset
@@ -94,7 +96,18 @@ def build_from_join(options: NodeOptions, run_config_toml: str, node_index: int,
     fingerprint = hashlib.sha256(f"{node_index}\n{run_config_toml}".encode()).hexdigest()
     snapshots = RoundSnapshots(logic, persist_to, fingerprint)
     snapshots.load()
-    runner = TaskRunner(options.node_id, logic, snapshots)
+    runner = TaskRunner(options.node_id, logic, snapshots, secure=secure_contribution(options))
     log.info("node %s: built %s on %s for node index %d", options.node_id,
              config.model_for(node_index), logic.device, node_index)
     return BuiltNode((run_config_toml, node_index), config, logic, snapshots, runner)
+
+
+def secure_contribution(options: NodeOptions) -> SecureContribution:
+    """The node's secure-aggregation client: authenticated (its identity key, the roster it
+    pins) when the options hold them, else unauthenticated."""
+    if options.peer_identities is None:
+        return SecureContribution(options.node_id, identity_key=options.identity_key)
+    roster = {node: Ed25519PublicKey.from_public_bytes(raw)
+              for node, raw in options.peer_identities.items()}
+    return SecureContribution(options.node_id, identity_key=options.identity_key,
+                              peer_identities=roster)

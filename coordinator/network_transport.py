@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +45,9 @@ class Timeouts:
 
 class NetworkTransport:
     def __init__(self, config: RunConfig, membership: Membership, dispatcher: Dispatcher,
-                 timeouts: Timeouts, metrics: CoordinatorMetrics | None = None):
+                 timeouts: Timeouts, metrics: CoordinatorMetrics | None = None,
+                 identities: Mapping[str, bytes] | None = None):
+        """`identities`: node id -> raw Ed25519 public key, for authenticated secure rounds."""
         self.config = config
         self.metrics = metrics or CoordinatorMetrics()
         self.membership = membership
@@ -53,7 +55,7 @@ class NetworkTransport:
         self.timeouts = timeouts
         self.secure = SecureRounds(
             dispatcher, config.secagg, membership.live, timeouts.secagg_round, timeouts.step,
-            lambda entries: [self._count(e) for e in entries],
+            lambda entries: [self._count(e) for e in entries], identities=identities,
         ) if config.secagg.enabled else None
         self.wire_bytes: dict[str, list[int]] = {}  # node: [sent to it, received from it]
         self._round = -1

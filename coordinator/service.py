@@ -15,6 +15,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,8 @@ class CoordinatorSettings:
     calls_per_node: int = 6  # calls one node id may hold open at once (a member needs 2)
     concurrent_joins: int = 8  # Join calls in progress at once
     ready_file: str | None = None  # JSON with the bound ports, written once serving
+    # node id -> raw Ed25519 identity public key; a key for every member: authenticated secagg
+    identities: Mapping[str, bytes] = field(default_factory=dict)
 
 
 class CoordinatorService:
@@ -181,7 +184,7 @@ class CoordinatorService:
         if logic.next_round <= config.rounds:  # a finished run (a restarted pod) needs no nodes
             self._wait_for_nodes()
         transport = NetworkTransport(config, self.membership, self.dispatcher, self.settings.timeouts,
-                                     self.metrics)
+                                     self.metrics, identities=self.settings.identities)
         progress = self.run_dir / "progress.jsonl"
 
         def on_report(report: RoundReport) -> None:

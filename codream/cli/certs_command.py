@@ -14,7 +14,7 @@ from codream.cli import dev_certificates
 from codream.cli.parsing import Parser, add_command
 from codream.config import ConfigError
 
-PKI_SUFFIXES = (".pem", ".key")
+PKI_SUFFIXES = (".pem", ".key", "identities.toml")
 # generate_dev_pki's argument names as this command's flags, for its messages.
 _FLAGS = {"node_ids": "--nodes", "hosts": "--hosts"}
 
@@ -83,7 +83,8 @@ def _moved(pki: dev_certificates.DevPki, out: Path) -> dev_certificates.DevPki:
     return dev_certificates.DevPki(
         out, there(pki.ca_cert), there(pki.server_cert), there(pki.server_key),
         {node: there(path) for node, path in pki.node_certs.items()},
-        {node: there(path) for node, path in pki.node_keys.items()})
+        {node: there(path) for node, path in pki.node_keys.items()},
+        {node: there(path) for node, path in pki.identity_keys.items()}, there(pki.roster))
 
 
 def run_certs(args: argparse.Namespace) -> int:

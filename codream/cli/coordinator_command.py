@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,10 @@ def add_serving_flags(parser: argparse.ArgumentParser) -> None:
                         help="largest gRPC message, in MiB (2^20 bytes)")
     parser.add_argument("--tokens-file", metavar="FILE",
                         help="TOML [tokens] node id = secret (bearer credentials)")
+    parser.add_argument("--identities", metavar="TOML",
+                        help="[identities] node id = hex raw Ed25519 public key, every roster node's: "
+                             "turns on authenticated secure aggregation (relayed to the nodes, who "
+                             "check it against their own --peer-identities)")
     parser.add_argument("--tls-cert", metavar="PEM", help="server certificate")
     parser.add_argument("--tls-key", metavar="PEM", help="server private key")
     parser.add_argument("--tls-client-ca", metavar="PEM",
@@ -121,6 +126,8 @@ def settings_from_args(args: argparse.Namespace, clients: int) -> CoordinatorSet
     from coordinator.service import CoordinatorSettings
 
     node_ids = _check_serving_flags(args, clients)
+    identities = read_identities(getattr(args, "identities", None),
+                                 node_ids or tuple(f"node-{i}" for i in range(clients)))
     try:
         tokens = load_tokens(args.tokens_file) if args.tokens_file else {}
     except ValueError as error:
@@ -139,8 +146,26 @@ def settings_from_args(args: argparse.Namespace, clients: int) -> CoordinatorSet
         timeouts=Timeouts(args.task_timeout, args.step_timeout, args.secagg_timeout, args.rejoin_wait),
         security=security, max_message_bytes=args.max_message_mb * 2**20,
         heartbeat_seconds=args.heartbeat_seconds, liveness_seconds=args.liveness_seconds,
-        grace_seconds=args.grace_seconds, ready_file=args.ready_file,
+        grace_seconds=args.grace_seconds, ready_file=args.ready_file, identities=identities,
     )
+
+
+def read_identities(path: str | None, roster: Sequence[str]) -> dict[str, bytes]:
+    """--identities: a key for every roster node (else a session would fall back to
+    unauthenticated, which pinned nodes refuse); ConfigError names the flag."""
+    from codream.cli.identities import load_roster
+
+    if path is None:
+        return {}
+    try:
+        identities = load_roster(path)
+    except ValueError as error:
+        raise ConfigError(f"--identities: {error}") from None
+    missing = [node for node in roster if node not in identities]
+    if missing:
+        raise ConfigError(f"--identities {path}: no key for {', '.join(missing[:3])}"
+                          f"{', ...' if len(missing) > 3 else ''} (every roster node needs one)")
+    return {node: identities[node] for node in roster}
 
 
 def prepare_run_directory(config: RunConfig, force: bool) -> None:

@@ -1,4 +1,6 @@
-"""A throwaway PKI for development and tests: a CA, a coordinator certificate, one per node.
+"""A throwaway PKI for development and tests: a CA, a coordinator certificate, one per node,
+and for authenticated secure aggregation one Ed25519 identity key per node (<node>.identity.key)
+with the roster that pins them all (identities.toml; format in `codream.cli.identities`).
 
 Not for production: the CA key is kept only in memory and discarded, so the set cannot be
 extended later, and certificates live 30 days. Regenerate rather than renew.
@@ -16,9 +18,11 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from codream.atomic_files import atomic_write
+from codream.cli import identities
 
 VALIDITY = datetime.timedelta(days=30)
 _CLOCK_SKEW = datetime.timedelta(minutes=5)  # backdate, so a slightly slow peer accepts it at once
@@ -36,17 +40,21 @@ class DevPki:
     server_key: Path
     node_certs: Mapping[str, Path]
     node_keys: Mapping[str, Path]
+    identity_keys: Mapping[str, Path]  # node id -> <node>.identity.key (Ed25519, PEM, 0600)
+    roster: Path  # identities.toml: node id = hex raw Ed25519 public key
 
 
 def generate_dev_pki(
     out_dir: Path, node_ids: Sequence[str], hosts: Sequence[str] = ("localhost", "127.0.0.1")
 ) -> DevPki:
-    """Write ca.pem, server.pem/.key (SANs = hosts) and <node>.pem/.key (CN = node id)."""
+    """Write ca.pem, server.pem/.key (SANs = hosts), <node>.pem/.key (CN = node id),
+    <node>.identity.key and identities.toml."""
     node_ids = list(node_ids)
     for node_id in node_ids:
-        if not _NODE_ID.fullmatch(node_id) or node_id in _RESERVED:
+        if not _NODE_ID.fullmatch(node_id) or node_id in _RESERVED or node_id.endswith(".identity"):
             raise ValueError(
-                f"node_ids: {node_id!r} must match {_NODE_ID.pattern} and not be one of {sorted(_RESERVED)}"
+                f"node_ids: {node_id!r} must match {_NODE_ID.pattern}, not be one of {sorted(_RESERVED)} "
+                "and not end in .identity (would overwrite an identity key)"
             )
     if len(set(node_ids)) != len(node_ids):
         raise ValueError(f"node_ids: duplicates in {node_ids!r}")
@@ -99,7 +107,15 @@ def generate_dev_pki(
     for node_id in node_ids:
         # No SAN on client certificates: the coordinator reads the node id from the CN.
         node_certs[node_id], node_keys[node_id] = issue(node_id, node_id, ExtendedKeyUsageOID.CLIENT_AUTH, [])
-    return DevPki(out_dir, ca_path, server_cert, server_key, node_certs, node_keys)
+    identity_keys, public = {}, {}
+    for node_id in node_ids:
+        key = Ed25519PrivateKey.generate()
+        identity_keys[node_id] = out_dir / f"{node_id}.identity.key"
+        identities.write_identity_key(identity_keys[node_id], key)
+        public[node_id] = identities.raw_public_key(key)
+    roster = out_dir / "identities.toml"
+    identities.write_roster(roster, public)
+    return DevPki(out_dir, ca_path, server_cert, server_key, node_certs, node_keys, identity_keys, roster)
 
 
 def _name(common_name: str) -> x509.Name:

@@ -19,6 +19,8 @@ from codream.cli.parsing import add_command
 from codream.config import ConfigError
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from client_node.node_options import NodeOptions
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,13 @@ def add_node_command(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     node.add_argument("--tls-key", dest="tls_key", help="this node's private key, for mTLS")
     node.add_argument("--tls-server-name", dest="tls_server_name",
                       help="name to check the coordinator's certificate against")
+    node.add_argument("--identity-key", dest="identity_key", metavar="PEM",
+                      help="this node's Ed25519 identity key, for authenticated secure aggregation "
+                           "(with --peer-identities)")
+    node.add_argument("--peer-identities", dest="peer_identities", metavar="TOML",
+                      help="the roster this node pins: [identities] node id = hex raw Ed25519 "
+                           "public key, this node's own included; it then joins only authenticated "
+                           "secure sessions whose keys are the roster's")
     node.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     node.add_argument("--dataset", metavar="SPEC", help="override the run's data set (e.g. "
                       "npz:PATH local to this node)")
@@ -118,6 +127,29 @@ def coordinator_address(target: str) -> str:
     return f"{host}:{int(port)}"
 
 
+def read_identity(node_id: str, key_file: str | None, roster_file: str | None
+                  ) -> tuple[Ed25519PrivateKey | None, dict[str, bytes] | None]:
+    """--identity-key and --peer-identities (both or neither), checked against each other;
+    ConfigError names the flag at fault."""
+    from codream.cli import identities
+
+    if key_file is None and roster_file is None:
+        return None, None
+    if key_file is None or roster_file is None:
+        raise ConfigError("--identity-key/--peer-identities: give both (this node's identity key "
+                          "and the roster it pins) or neither")
+    try:
+        key = identities.load_identity_key(key_file)
+    except ValueError as error:
+        raise ConfigError(f"--identity-key: {error}") from None
+    try:
+        roster = identities.load_roster(roster_file)
+        identities.check_own_key(node_id, key, roster)
+    except ValueError as error:
+        raise ConfigError(f"--peer-identities: {error}") from None
+    return key, roster
+
+
 def node_options(args: argparse.Namespace, environ: Mapping[str, str]) -> NodeOptions:
     """NodeOptions from parsed flags; ConfigError names the flag at fault."""
     # Deferred: the node's modules load grpc, imported only when a node runs, so that
@@ -141,6 +173,8 @@ def node_options(args: argparse.Namespace, environ: Mapping[str, str]) -> NodeOp
     preflight.check_device(args.device, "--device")
     if args.dataset:  # the node's own data: a mistake in it is found now, not after joining
         preflight.check_dataset(args.dataset, "--dataset")
+    identity_key, peer_identities = read_identity(args.node_id, getattr(args, "identity_key", None),
+                                                  getattr(args, "peer_identities", None))
     try:
         security = ChannelSecurity(ca_file=args.tls_ca, cert_file=args.tls_cert,
                                    key_file=args.tls_key, server_name=args.tls_server_name,
@@ -152,7 +186,8 @@ def node_options(args: argparse.Namespace, environ: Mapping[str, str]) -> NodeOp
         raise ConfigError(message) from None
     return NodeOptions(coordinator_address(args.coordinator), args.node_id, security, device=args.device,
                        dataset=args.dataset, max_message_bytes=args.max_message_mb * 2**20,
-                       pull_wait=args.pull_wait, state_dir=args.state_dir, partition=args.partition)
+                       pull_wait=args.pull_wait, state_dir=args.state_dir, partition=args.partition,
+                       identity_key=identity_key, peer_identities=peer_identities)
 
 
 def run_node(args: argparse.Namespace, stop: threading.Event | None = None) -> int:

@@ -95,10 +95,11 @@ def test_certs_refuses_an_existing_pki_and_force_replaces_it_whole(tmp_path, cap
     assert main(["--out", str(pki), "--nodes", "node-0,node-1,node-2"]) == 0
     before = (pki / "ca.pem").read_bytes()
     assert main(["--out", str(pki), "--nodes", "node-0"]) == 2
-    assert "already holds a PKI (9 files); add --force" in capsys.readouterr().err
+    assert "already holds a PKI (13 files); add --force" in capsys.readouterr().err
     assert (pki / "ca.pem").read_bytes() == before
     assert main(["--out", str(pki), "--nodes", "node-0", "--force"]) == 0
-    assert sorted(os.listdir(pki)) == ["ca.pem", "node-0.key", "node-0.pem", "server.key", "server.pem"]
+    assert sorted(os.listdir(pki)) == ["ca.pem", "identities.toml", "node-0.identity.key", "node-0.key",
+                                   "node-0.pem", "server.key", "server.pem"]
     assert (pki / "ca.pem").read_bytes() != before  # a new CA: old node certificates are void
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no staging left behind
     (pki / "notes.txt").write_text("not a certificate")

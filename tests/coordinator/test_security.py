@@ -259,7 +259,8 @@ def test_load_tokens_rejects_bad_files(tmp_path: Path, text: str) -> None:
 
 def test_generated_pki_files_and_modes(tmp_path: Path) -> None:
     assert main(["--out", str(tmp_path), "--nodes", "node-0,node-1", "--hosts", "localhost"]) == 0
-    names = {"ca.pem", "server.pem", "server.key", "node-0.pem", "node-0.key", "node-1.pem", "node-1.key"}
+    names = {"ca.pem", "server.pem", "server.key", "node-0.pem", "node-0.key", "node-1.pem", "node-1.key",
+             "node-0.identity.key", "node-1.identity.key", "identities.toml"}
     assert {p.name for p in tmp_path.iterdir()} == names
     for key in tmp_path.glob("*.key"):
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
