@@ -1,10 +1,10 @@
 """`codream cluster`: a coordinator and N node daemons as real processes on 127.0.0.1.
 
 Each process logs to its own file under RUN_DIR/logs; credentials (bearer tokens, and a dev PKI
-with --tls) are generated per cluster under RUN_DIR/secrets with 0600 files. The coordinator
-binds port 0 and reports its ports in a ready file, so clusters never collide on ports. The
-same object backs the integration tests: it can SIGKILL and restart any process, and it always
-tears everything down.
+with --tls, whose Ed25519 identity keys and roster make secure aggregation authenticated) are
+generated per cluster under RUN_DIR/secrets with 0600 files. The coordinator binds port 0 and
+reports its ports in a ready file, so clusters never collide on ports. The same object backs the
+integration tests: it can SIGKILL and restart any process, and it always tears everything down.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class LocalCluster:
         if self.tls:
             pki = self.secrets / "pki"
             args += ["--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
-                     "--tls-client-ca", str(pki / "ca.pem")]
+                     "--tls-client-ca", str(pki / "ca.pem"), "--identities", str(pki / "identities.toml")]
         process = self._spawn("coordinator", args)
         deadline = time.monotonic() + timeout
         while not ready.is_file():
@@ -105,7 +105,9 @@ class LocalCluster:
         if self.tls:
             pki = self.secrets / "pki"
             args += ["--tls-ca", str(pki / "ca.pem"), "--tls-cert", str(pki / f"{node}.pem"),
-                     "--tls-key", str(pki / f"{node}.key")]
+                     "--tls-key", str(pki / f"{node}.key"),
+                     "--identity-key", str(pki / f"{node}.identity.key"),
+                     "--peer-identities", str(pki / "identities.toml")]
         self._spawn(node, args)
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:

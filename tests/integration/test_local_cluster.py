@@ -133,6 +133,10 @@ def test_fedavg_cluster_over_mtls_with_secure_aggregation(tmp_path):
         cluster.start()
         _finish(cluster)
         assert "joined" in cluster.log_text("node-0")
+        # --tls also hands out the dev PKI's identities: nodes that pin a roster refuse any
+        # unauthenticated session, so the run finishing means every session was authenticated.
+        assert (cluster.secrets / "pki" / "identities.toml").is_file()
+        assert "without authentication" not in cluster.log_text("coordinator")
     simulated = simulate(_config(args, 3, tmp_path / "sim"))
     _assert_same_run(tmp_path / "cluster", simulated, range(1, 3))
     assert _metrics(tmp_path / "cluster")["rounds"][-1]["clients_summed"] == 3
