@@ -33,7 +33,7 @@ HETERO = "cnn,vgg,resnet8,mlp"
 # Every method trains locally with the same recipe, so a comparison changes one thing at a time.
 COMMON: dict[str, Any] = {}
 CODREAM = {
-    "warmup_epochs": 10, "rounds": 4, "local_epochs": 0,
+    "warmup_epochs": 10, "rounds": 3, "local_epochs": 0,
     "dream.batch_size": 256, "dream.global_steps": 25,
     "dream.update_norm": "rms", "dream.bn_reduction": "mean",
     "distill.epochs": 10, "distill.lr": 0.05,
@@ -46,8 +46,6 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ablation": {"partition": "dirichlet:0.5", "seed": 0, "rows": {
             "short knowledge acquisition (2 epochs, lr 0.01)": {"distill.epochs": 2,
                                                                 "distill.lr": 0.01},
-            "no balancing (update_norm none, BN prior summed)": {"dream.update_norm": "none",
-                                                                 "dream.bn_reduction": "sum"},
         }},
         "frontier": {"partition": "dirichlet:0.5", "seed": 0, "rows": {
             "S=8, M=1 (DistAdam)": {"dream.global_steps": 8},
