@@ -1,4 +1,5 @@
-"""`codream certs`: write a development PKI (a CA, the coordinator's and one per node) for mTLS."""
+"""`codream certs`: write a development PKI (a CA, the coordinator's and one per node) for mTLS,
+and per node an Ed25519 identity key with the identities.toml roster for authenticated secagg."""
 
 from __future__ import annotations
 
@@ -89,13 +90,15 @@ def _moved(pki: dev_certificates.DevPki, out: Path) -> dev_certificates.DevPki:
 
 def run_certs(args: argparse.Namespace) -> int:
     pki = write_pki(args.out, args.nodes, args.hosts, args.force)
-    print(f"wrote a development PKI for {len(pki.node_certs)} nodes to {pki.out_dir} (not for production)")
+    print(f"wrote a development PKI for {len(pki.node_certs)} nodes to {pki.out_dir}, with Ed25519 "
+          f"identity keys and {pki.roster.name} for authenticated secure aggregation (not for production)")
     return 0
 
 
 def add_certs_command(commands: Any) -> argparse.ArgumentParser:
     """Register `certs` on a CLI's subcommands; its `func` returns the exit code."""
-    parser = add_command(commands, "certs", "generate a development CA and certificates (mTLS)")
+    parser = add_command(commands, "certs",
+                         "generate a development CA and certificates (mTLS) and identity keys (secagg)")
     _add_arguments(parser)
     parser.set_defaults(func=run_certs)
     return parser
