@@ -63,8 +63,8 @@ class SecureContribution:
                  peer_identities: Mapping[str, Ed25519PublicKey] | None = None) -> None:
         """`identity_key`: this node's Ed25519 key, which signs its advertisements and survivor
         lists in authenticated sessions. `peer_identities`: the roster this node trusts, node id
-        -> Ed25519 public key, pinned out of band (the CLI would read it from a file the
-        organisations exchange, e.g. `--identity-key node.ed25519 --peer-identities roster.toml`).
+        -> Ed25519 public key, pinned out of band: the file the organisations exchange, read by
+        `codream node --identity-key node-0.identity.key --peer-identities identities.toml`.
         With a roster the node takes part only in authenticated sessions whose relayed keys are
         the roster's, so a coordinator can neither substitute keys nor downgrade the session."""
         self.node_id = node_id
