@@ -14,6 +14,7 @@ import numpy as np
 
 from codream.config import RunConfig
 from codream.data import Dataset
+from codream.html_report import write_report
 from codream.node_build import node_id
 from codream.partition import class_histogram, format_histogram, label_skew
 from codream.report import write_accuracy_plot, write_config, write_dream_grid, write_metrics
@@ -23,7 +24,7 @@ from codream.training import predict_logits
 log = logging.getLogger(__name__)
 
 # Every file `write_run_outputs` may write into a run directory.
-RUN_FILES = ("config.toml", "metrics.json", "accuracy.png", "dreams.png", "final_dreams.npy")
+RUN_FILES = ("config.toml", "metrics.json", "accuracy.png", "dreams.png", "final_dreams.npy", "report.html")
 
 
 def partition_summary(config: RunConfig, dataset: Dataset, parts: list[np.ndarray]) -> dict[str, Any]:
@@ -50,6 +51,7 @@ def write_run_outputs(run_dir: Path, config: RunConfig, dataset: Dataset, histor
                                     final_dreams.to(coordinator.device)).argmax(1).cpu()
         write_dream_grid(run_dir / "dreams.png", final_dreams, labels,
                          dataset.channel_mean, dataset.channel_std)
+    write_report(run_dir)  # last: the page shows the files written above
 
 
 def final_summary(history: list[dict[str, Any]]) -> dict[str, Any]:
