@@ -156,8 +156,16 @@ class SecureAggregationConfig:
     dream_clip: float = 10.0
     logits_clip: float = 100.0
     parameters_clip: float = 100.0
+    # auto: authenticated (signed keys, a consistency round) whenever every member has an
+    # identity key (the coordinator's --identities roster, or an mTLS certificate that carries
+    # one; `simulate` makes them in process); required: never an unauthenticated secure sum
+    # (members without an identity are left out; a coordinator with no source of identities is
+    # refused at start); off: never authenticated (nodes that pin identities then refuse).
+    authentication: str = "auto"
 
     def __post_init__(self) -> None:
+        require(self.authentication in ("auto", "required", "off"), "secagg.authentication",
+                f"must be 'auto', 'required' or 'off', got {self.authentication!r}")
         require(self.graph in ("complete", "secagg+"), "secagg.graph",
                  f"must be 'complete' or 'secagg+', got {self.graph!r}")
         require(self.threshold >= 0, "secagg.threshold", "must be >= 0 (0: automatic)")
