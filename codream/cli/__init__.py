@@ -15,6 +15,7 @@ from importlib import metadata
 
 from codream.cli.certs_command import add_certs_command
 from codream.cli.cluster_command import add_cluster_command
+from codream.cli.compare_command import add_compare_command
 from codream.cli.coordinator_command import add_coordinator_command
 from codream.cli.logging_setup import configure_logging
 from codream.cli.node_command import add_node_command
@@ -44,6 +45,7 @@ def make_parser() -> argparse.ArgumentParser:
                         help="show the traceback of an error, not only its one line")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_simulate_command(commands)
+    add_compare_command(commands)
     add_coordinator_command(commands)
     add_node_command(commands)
     add_cluster_command(commands)

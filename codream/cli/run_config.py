@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +86,15 @@ def _default(name: str) -> str:
     return ",".join(value) if isinstance(value, tuple) else str(value)
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """The run config's flags; each left out keeps what the file and environment say."""
+def add_config_flags(parser: argparse.ArgumentParser, without: Collection[str] = ()) -> None:
+    """The run config's flags; each left out keeps what the file and environment say.
+    `without`: fields the command sets itself (compare's --strategies sets `strategy`); their
+    dests stay, as None, so `config_flags` reads the same namespace."""
+    parser.set_defaults(**{name: None for name in without})
+
     def flag(name: str, text: str, **kwargs: Any) -> None:
+        if name in without:
+            return
         parser.add_argument(flag_for(name), dest=name, metavar=_METAVARS[name],
                             help=f"{text} (default: {_default(name)})", **kwargs)
 
