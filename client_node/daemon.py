@@ -18,6 +18,7 @@ import grpc
 
 from client_node.backoff import Backoff
 from client_node.connection import connect
+from client_node.final_model import write_final_model
 from client_node.heartbeat import Heartbeat
 from client_node.node_observer import NodeObserver
 from client_node.node_options import NodeOptions
@@ -146,6 +147,7 @@ class NodeDaemon:
             if is_shutdown(task):
                 log.info("node %s round %d: coordinator shuts down: %s", self.options.node_id,
                          task.round, task.shutdown.reason)
+                self._keep_final_model()
                 ack = pb.TaskResult(member_id=member_id, task_id=task.task_id,
                                     sequence=task.sequence, ack=pb.Ack())
                 try:  # best effort: the coordinator may already be gone
@@ -158,6 +160,16 @@ class NodeDaemon:
             self.observer.task_done(task, pending, time.perf_counter() - started)
             if self.stop.is_set():  # stopping: hand in the finished task, pull nothing more
                 self._submit(stub, pending)
+
+    def _keep_final_model(self) -> None:
+        """The run is complete (a Shutdown is sent only then): the node writes its own trained
+        model, which never leaves it; a failure is logged, the node still leaves cleanly."""
+        if self._built is None:
+            return
+        try:
+            write_final_model(self.options, self._built)
+        except (OSError, ValueError) as error:
+            log.error("node %s: could not write its trained model: %s", self.options.node_id, error)
 
     def _exchange(self, stub: Any, member_id: str, result: pb.TaskResult | None) -> pb.Task | None:
         """Hands in `result` and pulls the next task in one call (a plain pull without one)."""

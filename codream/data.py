@@ -212,6 +212,12 @@ def _load_torchvision_cached(name: str, root: str, data_seed: int) -> _Raw:
     return x_train, y_train, x_test, y_test, num_classes
 
 
+def as_images(x: np.ndarray, what: str = "x") -> np.ndarray:
+    """Raw images as the loaders take them, (N, C, H, W) float32: what a trained model's input
+    is made from before normalisation (ValueError names `what` when they cannot be)."""
+    return _to_nchw(x, what)
+
+
 def _to_nchw(x: np.ndarray, what: str) -> np.ndarray:
     """Bring images to (N, C, H, W) float32; uint8 is scaled to [0, 1], floats kept as given.
 

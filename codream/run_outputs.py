@@ -19,12 +19,14 @@ from codream.node_build import node_id
 from codream.partition import class_histogram, format_histogram, label_skew
 from codream.report import write_accuracy_plot, write_config, write_dream_grid, write_metrics
 from codream.round_logic import CoordinatorRoundLogic
+from codream.run_artifacts import write_coordinator_artifacts
 from codream.training import predict_logits
 
 log = logging.getLogger(__name__)
 
 # Every file `write_run_outputs` may write into a run directory.
-RUN_FILES = ("config.toml", "metrics.json", "accuracy.png", "dreams.png", "final_dreams.npy", "report.html")
+RUN_FILES = ("config.toml", "metrics.json", "accuracy.png", "dreams.png", "final_dreams.npy",
+             "dreams.npz", "models", "report.html")
 
 
 def partition_summary(config: RunConfig, dataset: Dataset, parts: list[np.ndarray]) -> dict[str, Any]:
@@ -51,6 +53,8 @@ def write_run_outputs(run_dir: Path, config: RunConfig, dataset: Dataset, histor
                                     final_dreams.to(coordinator.device)).argmax(1).cpu()
         write_dream_grid(run_dir / "dreams.png", final_dreams, labels,
                          dataset.channel_mean, dataset.channel_std)
+    if coordinator is not None:
+        write_coordinator_artifacts(run_dir, config, dataset, coordinator)
     write_report(run_dir)  # last: the page shows the files written above
 
 

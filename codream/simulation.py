@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,10 @@ from codream.data import load_dataset
 from codream.devices import resolve_device, torch_threads
 from codream.in_memory_transport import drive
 from codream.node_build import build_node, client_partitions, node_id
-from codream.round_logic import build_coordinator
+from codream.node_logic import NodeTaskLogic
+from codream.round_logic import CoordinatorRoundLogic, build_coordinator
 from codream.round_protocol import RoundReport
+from codream.run_artifacts import MODELS_DIR, write_node_models
 from codream.run_outputs import final_summary, partition_summary, write_run_outputs
 from codream.secure_summer import InProcessSecureSummer
 from codream.strategies import strategy_named
@@ -36,6 +38,10 @@ class SimulationResult:
     summary: dict[str, Any]
     run_dir: Path | None
     final_dreams: torch.Tensor | None
+    # The trained objects themselves, for a caller that goes on using them (empty / None for a
+    # pooled strategy): each node's task logic by node id, and the coordinator's round logic.
+    nodes: dict[str, NodeTaskLogic] = field(default_factory=dict)
+    coordinator: CoordinatorRoundLogic | None = None
 
 
 def default_summer(config: RunConfig, weights: dict[str, float]) -> Summer:
@@ -67,6 +73,7 @@ def _simulate(config: RunConfig, run_dir: Path | None, summer: Summer | None,
                                "device": str(device)}
     final_dreams = None
     coordinator = None
+    nodes: dict[str, NodeTaskLogic] = {}
 
     def record(metrics: dict[str, Any]) -> None:
         history.append(metrics)
@@ -94,7 +101,10 @@ def _simulate(config: RunConfig, run_dir: Path | None, summer: Summer | None,
     summary["wall_seconds"] = time.perf_counter() - started
     if run_dir is not None:
         write_run_outputs(run_dir, config, dataset, history, summary, coordinator)
-    return SimulationResult(history, summary, run_dir, final_dreams)
+        if coordinator is not None:  # each node writes its own model, as a node daemon does
+            write_node_models(run_dir / MODELS_DIR, config, dataset,
+                              [node.model for node in nodes.values()], coordinator.next_round - 1)
+    return SimulationResult(history, summary, run_dir, final_dreams, nodes, coordinator)
 
 
 def _as_metrics(report: RoundReport) -> dict[str, Any]:

@@ -63,6 +63,7 @@ def run_cluster(args: argparse.Namespace) -> int:
         codes = cluster.wait_all(30.0)
     finally:
         cluster.stop()
+    cluster.gather_models()
     print("exit codes: " + ", ".join(f"{k} {v}" for k, v in codes.items()))
     metrics_file = run_dir / "metrics.json"
     if codes.get("coordinator") != 0 or not metrics_file.is_file():

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from codream.atomic_files import atomic_write
 from codream.cli.dev_certificates import generate_dev_pki
 from coordinator.security import generate_tokens, write_private_file, write_tokens
 
@@ -159,6 +160,21 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+    def gather_models(self) -> list[Path]:
+        """Copies each node's final model from its state dir (STATE/NODE.model.pt, which the node
+        wrote itself) to RUN/models/NODE.pt, beside the coordinator's: on one machine the
+        launcher can gather what, in a real federation, each organisation keeps."""
+        gathered = []
+        for node in self.node_ids:
+            source = self.run_dir / "state" / f"{node}.model.pt"  # client_node.final_model
+            if source.is_file():
+                target = self.run_dir / "models" / f"{node}.pt"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                data = source.read_bytes()
+                atomic_write(target, lambda stream, data=data: stream.write(data))
+                gathered.append(target)
+        return gathered
 
     def log_text(self, name: str) -> str:
         return "".join(p.read_text(errors="replace") for p in sorted(self.logs.glob(f"{name}*.log")))

@@ -16,8 +16,10 @@ from codream.config import ConfigError
 def _earlier_codream_run(run_dir):
     run_dir.mkdir(parents=True)
     for name in ("config.toml", "metrics.json", "accuracy.png", "dreams.png", "final_dreams.npy",
-                 "checkpoint.pt", "progress.jsonl", ".metrics.json.x1y2.tmp"):
+                 "checkpoint.pt", "progress.jsonl", ".metrics.json.x1y2.tmp", "dreams.npz"):
         (run_dir / name).write_text("earlier")
+    (run_dir / "models").mkdir()
+    (run_dir / "models" / "server.pt").write_text("earlier")
     (run_dir / "logs").mkdir()
     (run_dir / "logs" / "node-0.log").write_text("earlier")
     (run_dir / "notes.txt").write_text("the user's own file")
@@ -54,8 +56,10 @@ def test_a_coordinator_resumes_a_checkpoint_but_refuses_outputs_without_one(tmp_
     run_directory.check_resumable(run_dir, force=True)
     (run_dir / "config.toml").unlink()
     (run_dir / "metrics.json").unlink()
-    for name in ("accuracy.png", "dreams.png", "final_dreams.npy", "progress.jsonl"):
-        (run_dir / name).unlink()
+    for name in ("accuracy.png", "dreams.png", "final_dreams.npy", "progress.jsonl", "dreams.npz",
+                 "models/server.pt", "models"):
+        path = run_dir / name
+        path.rmdir() if path.is_dir() else path.unlink()
     run_directory.check_resumable(run_dir, force=False)  # logs of a cluster's launcher: fine
 
 
@@ -85,7 +89,9 @@ def test_simulate_with_force_leaves_none_of_the_earlier_runs_files(tmp_path, mon
         root.handlers[:] = handlers
         root.setLevel(level)
     # Independent writes no dreams: the earlier CoDream run's must not be left beside its metrics.
-    assert sorted(os.listdir(run_dir)) == ["accuracy.png", "config.toml", "metrics.json", "notes.txt"]
+    assert sorted(os.listdir(run_dir)) == ["accuracy.png", "config.toml", "metrics.json", "models",
+                                           "notes.txt", "report.html"]
+    assert sorted(os.listdir(run_dir / "models")) == ["node-0.pt", "node-1.pt"]  # this run's only
 
 
 def test_certs_refuses_an_existing_pki_and_force_replaces_it_whole(tmp_path, capsys):
