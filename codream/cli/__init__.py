@@ -17,9 +17,12 @@ from codream.cli.certs_command import add_certs_command
 from codream.cli.cluster_command import add_cluster_command
 from codream.cli.compare_command import add_compare_command
 from codream.cli.coordinator_command import add_coordinator_command
+from codream.cli.distill_command import add_distill_command
+from codream.cli.evaluate_command import add_evaluate_command
 from codream.cli.logging_setup import configure_logging
 from codream.cli.node_command import add_node_command
 from codream.cli.parsing import Parser
+from codream.cli.predict_command import add_predict_command
 from codream.cli.simulate_command import add_simulate_command
 from codream.config import ConfigError
 
@@ -50,6 +53,9 @@ def make_parser() -> argparse.ArgumentParser:
     add_node_command(commands)
     add_cluster_command(commands)
     add_certs_command(commands)
+    add_evaluate_command(commands)
+    add_predict_command(commands)
+    add_distill_command(commands)
     return parser
 
 
