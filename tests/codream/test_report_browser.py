@@ -75,7 +75,7 @@ def _install_chromium() -> None:
         pytest.skip("no /usr/bin/chromium, and installing it with apt-get needs root")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in (["apt-get", "update", "-q"],
-                    ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium",
+                    ["apt-get", "install", "-y", "-q", "chromium",
                      "chromium-driver"]):
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
