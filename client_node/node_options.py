@@ -29,3 +29,8 @@ class NodeOptions:
     # the roster it pins, node id -> raw 32-byte Ed25519 public key (it holds this node's own).
     identity_key: Ed25519PrivateKey | None = None
     peer_identities: Mapping[str, bytes] | None = None
+    # Without a roster: the CA bundle (PEM) that vouches for the members' identity certificates
+    # (mTLS-bound mode: this node's certificate carries its identity key).
+    identity_ca: bytes | None = None
+    # Refuse unauthenticated secure sessions (implied by a roster or identity_ca).
+    require_authentication: bool = False

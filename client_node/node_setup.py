@@ -20,6 +20,7 @@ from client_node.task_runner import TaskRunner
 from codream.config import ConfigError, RunConfig, build
 from codream.data import load_dataset
 from codream.devices import resolve_device
+from codream.identity_certificates import load_certificates
 from codream.node_build import build_node, client_partitions
 from codream.node_logic import NodeTaskLogic
 from codream.toml_compat import tomllib
@@ -103,11 +104,14 @@ def build_from_join(options: NodeOptions, run_config_toml: str, node_index: int,
 
 
 def secure_contribution(options: NodeOptions) -> SecureContribution:
-    """The node's secure-aggregation client: authenticated (its identity key, the roster it
-    pins) when the options hold them, else unauthenticated."""
-    if options.peer_identities is None:
-        return SecureContribution(options.node_id, identity_key=options.identity_key)
-    roster = {node: Ed25519PublicKey.from_public_bytes(raw)
-              for node, raw in options.peer_identities.items()}
+    """The node's secure-aggregation client: authenticated against the roster it pins, or the
+    CA that certifies identity keys (mTLS-bound), when the options hold them."""
+    roster = authorities = None
+    if options.peer_identities is not None:
+        roster = {node: Ed25519PublicKey.from_public_bytes(raw)
+                  for node, raw in options.peer_identities.items()}
+    elif options.identity_ca is not None:
+        authorities = load_certificates(options.identity_ca, "the identity CA")
     return SecureContribution(options.node_id, identity_key=options.identity_key,
-                              peer_identities=roster)
+                              peer_identities=roster, identity_authorities=authorities,
+                              require_authentication=options.require_authentication)

@@ -13,13 +13,15 @@ import logging
 import math
 import os
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from codream.aggregation import Contribution
+from codream.identity_certificates import verify_identity_certificate
 from codream.messages import Reply, Skip
 from secagg import SecAggClient, SecAggConfig, decode
 from secagg.messages import ConsistencyRequest, KeyDirectory, ShareDelivery, UnmaskRequest
@@ -45,6 +47,8 @@ class SessionParams:
     weight_unit: float
     members: tuple[str, ...] = ()
     identity_keys: tuple[bytes, ...] = ()  # raw Ed25519 keys by client index (authenticated)
+    # DER mTLS certificates by client index binding those keys (b"" where the coordinator has none)
+    identity_certificates: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,19 +64,31 @@ class SecureContribution:
 
     def __init__(self, node_id: str, random_bytes: Callable[[int], bytes] = os.urandom, *,
                  identity_key: Ed25519PrivateKey | None = None,
-                 peer_identities: Mapping[str, Ed25519PublicKey] | None = None) -> None:
+                 peer_identities: Mapping[str, Ed25519PublicKey] | None = None,
+                 identity_authorities: Sequence[x509.Certificate] | None = None,
+                 require_authentication: bool = False) -> None:
         """`identity_key`: this node's Ed25519 key, which signs its advertisements and survivor
         lists in authenticated sessions. `peer_identities`: the roster this node trusts, node id
         -> Ed25519 public key, pinned out of band: the file the organisations exchange, read by
         `codream node --identity-key node-0.identity.key --peer-identities identities.toml`.
-        With a roster the node takes part only in authenticated sessions whose relayed keys are
-        the roster's, so a coordinator can neither substitute keys nor downgrade the session."""
+        `identity_authorities` (without a roster): the CA certificates that vouch for the
+        members' identity certificates (mTLS-bound mode: a node run with mTLS files whose
+        certificate carries its identity key, see codream.identity_certificates); every relayed
+        key must then come in a certificate from one of them for CN = that member.
+        With a roster or authorities, or `require_authentication`, the node takes part only in
+        authenticated sessions whose keys it could check, so a coordinator can neither
+        substitute keys nor downgrade the session."""
         self.node_id = node_id
         self._random_bytes = random_bytes
         self._identity = identity_key
         self._roster = None if peer_identities is None else dict(peer_identities)
-        if self._roster is not None and identity_key is None:
-            raise ValueError("a node with a peer-identity roster needs its own identity key")
+        self._authorities = None if identity_authorities is None else list(identity_authorities)
+        if (self._roster is not None or self._authorities is not None) and identity_key is None:
+            raise ValueError("a node that checks peer identities needs its own identity key")
+        if require_authentication and identity_key is None:
+            raise ValueError("a node that requires authentication needs an identity key")
+        self.requires_authentication = (require_authentication or self._roster is not None
+                                        or self._authorities is not None)
         if (self._roster is not None and identity_key is not None and node_id in self._roster
                 and _raw(self._roster[node_id]) != _raw(identity_key.public_key())):
             raise ValueError(f"the roster's identity key for {node_id} is not this node's")
@@ -116,9 +132,9 @@ class SecureContribution:
         SecureTaskError for a session this node must not join."""
         authenticated = params.config.authenticated
         if not authenticated:
-            if self._roster is not None:
-                raise SecureTaskError("this node pins peer identities and takes part only in "
-                                      "authenticated sessions; SecAggBegin carries no identity keys")
+            if self.requires_authentication:
+                raise SecureTaskError("this node takes part only in authenticated sessions "
+                                      f"({self._mode()}); SecAggBegin carries no identity keys")
             return None
         if self._identity is None:
             raise SecureTaskError("authenticated session, but this node has no identity key")
@@ -128,6 +144,8 @@ class SecureContribution:
                                   f"keys, got {len(params.members)} and {len(params.identity_keys)}")
         if params.identity_keys[params.client_index] != _raw(self._identity.public_key()):
             raise SecureTaskError("SecAggBegin relays another identity key for this node")
+        if self._roster is None and self._authorities is not None:
+            return self._certified_identities(params)
         if self._roster is None:  # nothing to pin against: trusts the coordinator's relay
             log.warning("node %s: authenticated session without a pinned roster: the identity keys "
                         "are the coordinator's word", self.node_id)
@@ -146,6 +164,33 @@ class SecureContribution:
                                       "not the pinned one: refusing the session")
             identities[i] = pinned
         return identities
+
+    def _certified_identities(self, params: SessionParams) -> dict[int, Ed25519PublicKey]:
+        """mTLS-bound mode: every member's key from a certificate this node's CA issued to it."""
+        assert self._authorities is not None
+        n = params.config.n_clients
+        if len(params.identity_certificates) != n:
+            raise SecureTaskError(f"authenticated SecAggBegin must carry {n} identity certificates "
+                                  f"for this node to check, got {len(params.identity_certificates)}")
+        identities = {}
+        for i, (member, key, der) in enumerate(zip(params.members, params.identity_keys,
+                                                   params.identity_certificates, strict=True)):
+            try:
+                certified = verify_identity_certificate(der, self._authorities, member)
+            except ValueError as error:
+                raise SecureTaskError(f"refusing the session: {error}") from None
+            if certified != key:
+                raise SecureTaskError(f"SecAggBegin relays an identity key for {member!r} that is not "
+                                      "the one its certificate carries: refusing the session")
+            identities[i] = Ed25519PublicKey.from_public_bytes(certified)
+        return identities
+
+    def _mode(self) -> str:
+        if self._roster is not None:
+            return "it pins a peer-identity roster"
+        if self._authorities is not None:
+            return "its mTLS certificate carries its identity key"
+        return "authentication is required"
 
     def sign_survivors(self, request: bytes) -> bytes:
         """ConsistencySignature bytes over the survivor list (authenticated sessions)."""

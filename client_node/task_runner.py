@@ -49,7 +49,8 @@ def session_params(begin: pb.SecAggBegin) -> SessionParams:
         authenticated=bool(begin.identity_keys),
     )
     return SessionParams(begin.session_id, begin.client_index, config, begin.weight_unit,
-                         tuple(begin.members), tuple(begin.identity_keys))
+                         tuple(begin.members), tuple(begin.identity_keys),
+                         tuple(begin.identity_certificates))
 
 
 class TaskRunner:

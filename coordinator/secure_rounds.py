@@ -27,6 +27,7 @@ from codream.messages import Task
 from codream.secure_plan import clip_for, session_config, to_aggregate, weight_unit
 from coordinator.dispatch import Dispatcher, OpenTask
 from coordinator.errors import InvalidMessage, PermissionDenied
+from coordinator.identity_book import IdentityBook
 from coordinator.membership import Member
 from protos.codream.v1 import codream_pb2 as pb
 from protos.serde import printable
@@ -51,6 +52,7 @@ class Session:
     clip: float
     round: int = 0  # the round it began in
     identity_keys: list[bytes] = field(default_factory=list)  # by client index; empty: unauthenticated
+    identity_certificates: list[bytes] = field(default_factory=list)  # DER by client index (or b"")
     deliveries: dict[int, bytes] = field(default_factory=dict)  # client index -> ShareDelivery
 
     @property
@@ -66,12 +68,15 @@ class SecureRounds:
                  live_members: Callable[[], list[Member]], round_timeout: float, step_timeout: float,
                  count: Callable[[list[OpenTask]], None] = lambda entries: None,
                  identities: Mapping[str, bytes] | None = None):
-        """`identities`: node id -> raw Ed25519 identity public key. When every member of a new
-        session has one, the session is authenticated: SecAggBegin relays the keys (each node
-        checks them against the roster it pins), advertisements and survivor lists are signed,
-        and a consistency round runs before every unmasking."""
+        """`identities`: node id -> raw Ed25519 identity public key (an IdentityBook also holds
+        the mTLS certificates that bind them). Under `settings.authentication` "auto", a new
+        session is authenticated when every member has one; "required" leaves out members
+        without one; "off" never authenticates. An authenticated session relays the keys and
+        certificates in SecAggBegin (each node checks them against the roster it pins or its
+        CA), advertisements and survivor lists are signed, and a consistency round runs before
+        every unmasking."""
         self.dispatcher = dispatcher
-        self.identities = dict(identities or {})
+        self.identities = identities
         self.settings = settings
         self.live_members = live_members
         self.round_timeout = round_timeout  # key agreement and unmasking rounds
@@ -82,6 +87,15 @@ class SecureRounds:
         self.sessions_started = 0
         self.last_step_members: list[str] = []  # node ids the last step posted a masked-input task to
         self.excluded: dict[str, str] = {}  # node id -> how it cheated: in no later session
+
+    @property
+    def identities(self) -> IdentityBook:
+        return self._identities
+
+    @identities.setter
+    def identities(self, identities: Mapping[str, bytes] | None) -> None:
+        self._identities = (identities if isinstance(identities, IdentityBook)
+                            else IdentityBook(identities))
 
     def sum(self, task: Task, message: pb.Task, size: int) -> AggregateSum:
         """One secure step for `task`; an aborted step sums nothing (weight 0) and ends the session."""
@@ -117,6 +131,13 @@ class SecureRounds:
         clip = clip_for(task, self.settings)
         session = self.session
         live = [m for m in self.live_members() if m.node_id not in self.excluded]
+        mode = self.settings.authentication
+        if mode == "required":
+            keyless = [m.node_id for m in live if m.node_id not in self.identities]
+            if keyless:
+                log.warning("secagg.authentication = required: %s left out of secure sums (no "
+                            "identity key)", ", ".join(keyless))
+            live = [m for m in live if m.node_id in self.identities]
         if session is not None and not any(m.node_id in self.excluded for m in session.members):
             same = session.server.config.dim == size and session.clip == clip
             # memberships, not node ids: a node that crashed and re-joined is a newcomer too
@@ -131,20 +152,23 @@ class SecureRounds:
             self.session = None
             return None
         config = session_config(self.settings, len(live), size, clip)
-        keys = [self.identities.get(m.node_id) for m in live]
+        keys = [self.identities.get(m.node_id) for m in live] if mode != "off" else []
         identity_keys = [k for k in keys if k is not None]
         if len(identity_keys) != len(keys):
             identity_keys = []
-            if self.identities:
+            if self.identities.has_sources:
                 log.warning("secure session without authentication: no identity key for %s",
                             ", ".join(m.node_id for m, k in zip(live, keys, strict=True) if k is None))
-        peers = None
+        peers, certificates = None, []
         if identity_keys:
             config = dataclasses.replace(config, authenticated=True)
             peers = {i: Ed25519PublicKey.from_public_bytes(k) for i, k in enumerate(identity_keys)}
+            certificates = [self.identities.certificate(m.node_id) for m in live]
+            if not any(certificates):
+                certificates = []
         server = SecAggServer(config, os.urandom(16), peer_identities=peers)
         self.session = Session(server, live, weight_unit(m.weight for m in live), clip, task.round,
-                               identity_keys=identity_keys)
+                               identity_keys=identity_keys, identity_certificates=certificates)
         self.sessions_started += 1
         log.info("secure session %s: %d members, dim %d, clip %g", server.session_id.hex()[:8],
                  len(live), size, clip)
@@ -152,32 +176,27 @@ class SecureRounds:
 
     def _set_up_block(self, session: Session) -> None:
         server, config = session.server, session.server.config
-        begins = []
-        for index in sorted(server.alive):
-            begin = pb.SecAggBegin(
+        prefix = f"secagg/{server.session_id.hex()[:8]}/block{server.block}"
+
+        def begin(index: int) -> pb.Task:
+            return pb.Task(task_id=f"{prefix}/advertise", secagg_begin=pb.SecAggBegin(
                 session_id=server.session_id, client_index=index, n_clients=config.n_clients,
                 dim=config.dim, clip=config.clip, threshold=config.threshold, graph=config.graph,
                 degree=config.degree or 0 if config.graph == "secagg+" else 0,
                 scale=config.values.scale, max_weight=config.max_weight,
                 steps_per_block=config.steps_per_block, weight_unit=session.unit,
                 members=session.node_ids, identity_keys=session.identity_keys,
-            )
-            task = pb.Task(task_id=f"secagg/{server.session_id.hex()[:8]}/block{server.block}/advertise",
-                           secagg_begin=begin)
-            begins.append(self._post(session, index, task, "secagg_message", AdvertiseKeys,
-                                     server.receive_advertise))
-        self.dispatcher.gather(begins, self.round_timeout)
-        self.count(begins)
+                identity_certificates=session.identity_certificates,
+            ))
+
+        self._round(session, sorted(server.alive), begin, AdvertiseKeys, server.receive_advertise,
+                    self.round_timeout)
         server.close_advertise()  # before the directory is built: whoever was silent is out,
-        shares = []               # whatever its index
-        for index in sorted(server.alive):
-            directory = server.key_directory(index)
-            task = pb.Task(task_id=f"secagg/{server.session_id.hex()[:8]}/block{server.block}/share",
-                           key_directory=directory.to_bytes())
-            shares.append(self._post(session, index, task, "secagg_message", ShareKeys,
-                                     server.receive_share_keys))
-        self.dispatcher.gather(shares, self.round_timeout)
-        self.count(shares)
+        #                           whatever its index
+        self._round(session, sorted(server.alive),
+                    lambda index: pb.Task(task_id=f"{prefix}/share",
+                                          key_directory=server.key_directory(index).to_bytes()),
+                    ShareKeys, server.receive_share_keys, self.round_timeout)
         server.close_share_keys()  # as above: who sent no shares is out before any delivery
         session.deliveries = {index: server.share_delivery(index).to_bytes()
                               for index in sorted(server.alive)}
@@ -186,39 +205,40 @@ class SecureRounds:
     def _step(self, session: Session, message: pb.Task) -> AggregateSum:
         server = session.server
         skipped: dict[str, str] = {}
-        masked = []
         self.last_step_members = [session.members[i].node_id for i in sorted(server.alive)]
-        for index in sorted(server.alive):
+
+        def masked_task(index: int) -> pb.Task:
             task = pb.Task(task_id=message.task_id, round=message.round)  # the header; body shared
             task.secure.session_id = server.session_id
             task.secure.step = server.step
             task.secure.share_delivery = session.deliveries.get(index, b"")
+            return task
 
-            def record_skip(result: pb.TaskResult, node: str = session.members[index].node_id) -> None:
+        def record_skip(index: int) -> Callable[[pb.TaskResult], None]:
+            node = session.members[index].node_id
+
+            def record(result: pb.TaskResult) -> None:
                 if result.masked.skip_reason:
                     skipped[node] = printable(result.masked.skip_reason)
 
-            masked.append(self._post(session, index, task, "masked", MaskedInput,
-                                     server.receive_masked_input, record_skip, shared=message))
+            return record
+
+        self._round(session, sorted(server.alive), masked_task, MaskedInput,
+                    server.receive_masked_input, self.step_timeout, body="masked", also=record_skip,
+                    shared=message)
         session.deliveries = {}
-        self.dispatcher.gather(masked, self.step_timeout)
-        self.count(masked)
         survivors = server.close_inputs()
         if server.config.authenticated:
             survivors = self._consistency(session, message, survivors)
-        unmasks = []
-        for index in survivors:
-            request = server.unmask_request(index)
-            task = pb.Task(task_id=f"{message.task_id}/unmask", round=message.round,
-                           unmask_request=request.to_bytes())
-            unmasks.append(self._post(session, index, task, "secagg_message", UnmaskResponse,
-                                      server.receive_unmask))
-        self.dispatcher.gather(unmasks, self.round_timeout)
-        self.count(unmasks)
+        self._round(session, survivors,
+                    lambda index: pb.Task(task_id=f"{message.task_id}/unmask", round=message.round,
+                                          unmask_request=server.unmask_request(index).to_bytes()),
+                    UnmaskResponse, server.receive_unmask, self.round_timeout)
         result = server.finish_step()
         if result.clipped_forged:
+            bound = len(result.survivors) * server.config.dim
             log.warning("%s: the clipped-element count summed beyond %d (survivors x length): a node "
-                        "forged it; counted as %d", message.task_id, result.clipped, result.clipped)
+                        "forged it; counted as %d", message.task_id, bound, result.clipped)
         if result.clipped:
             self.clipped += result.clipped
             log.warning("%s: %d elements clipped to ±%g", message.task_id, result.clipped, session.clip)
@@ -236,16 +256,24 @@ class SecureRounds:
             server.receive_consistency(signature)
             signed.append(signature.header.client_id)
 
-        checks = []
-        for index in survivors:
-            request = server.consistency_request(index)
-            task = pb.Task(task_id=f"{message.task_id}/consistency", round=message.round,
-                           consistency_request=request.to_bytes())
-            checks.append(self._post(session, index, task, "secagg_message", ConsistencySignature,
-                                     receive))
-        self.dispatcher.gather(checks, self.round_timeout)
-        self.count(checks)
+        self._round(session, survivors,
+                    lambda index: pb.Task(task_id=f"{message.task_id}/consistency",
+                                          round=message.round,
+                                          consistency_request=server.consistency_request(index).to_bytes()),
+                    ConsistencySignature, receive, self.round_timeout)
         return sorted(signed)
+
+    def _round(self, session: Session, indices: Sequence[int], make_task: Callable[[int], pb.Task],
+               kind: type, receive: Callable[[Any], None], timeout: float, *,
+               body: str = "secagg_message",
+               also: Callable[[int], Callable[[pb.TaskResult], None]] | None = None,
+               shared: pb.Task | None = None) -> None:
+        """One secure round: a task to each client index, gathered until `timeout`, counted;
+        who does not answer in time is what the library's next close call drops."""
+        entries = [self._post(session, index, make_task(index), body, kind, receive,
+                              None if also is None else also(index), shared) for index in indices]
+        self.dispatcher.gather(entries, timeout)
+        self.count(entries)
 
     def _post(self, session: Session, index: int, task: pb.Task, body: str, kind: type,
               receive: Callable[[Any], None], also: Callable[[pb.TaskResult], None] | None = None,

@@ -37,6 +37,7 @@ from codream.run_outputs import final_summary, partition_summary, write_run_outp
 from coordinator.checkpoint import config_fingerprint, load_checkpoint, save_checkpoint
 from coordinator.dispatch import Dispatcher
 from coordinator.federation import Federation
+from coordinator.identity_book import IdentityBook
 from coordinator.membership import Membership
 from coordinator.network_transport import NetworkTransport, Stopped, Timeouts
 from coordinator.run_metrics import CoordinatorMetrics
@@ -119,7 +120,10 @@ class CoordinatorService:
                                   options=options, maximum_concurrent_rpcs=workers + QUEUED_CALLS,
                                   interceptors=[ServerMetricsInterceptor(self.metrics.registry),
                                                 self.admission])
-        servicer = CoordinatorServicer(self.federation, s.security, idle_seconds=s.liveness_seconds)
+        # the pinned roster, and the identity certificates nodes present under mTLS
+        self.identities = IdentityBook(s.identities)
+        servicer = CoordinatorServicer(self.federation, s.security, idle_seconds=s.liveness_seconds,
+                                       identities=self.identities)
         pb_grpc.add_CoordinatorServicer_to_server(servicer, self.server)
         reflection.enable_server_reflection((SERVICE_NAME, reflection.SERVICE_NAME), self.server)
         credentials = server_credentials(s.security)
@@ -184,7 +188,7 @@ class CoordinatorService:
         if logic.next_round <= config.rounds:  # a finished run (a restarted pod) needs no nodes
             self._wait_for_nodes()
         transport = NetworkTransport(config, self.membership, self.dispatcher, self.settings.timeouts,
-                                     self.metrics, identities=self.settings.identities)
+                                     self.metrics, identities=self.identities)
         progress = self.run_dir / "progress.jsonl"
 
         def on_report(report: RoundReport) -> None:

@@ -20,6 +20,7 @@ import grpc
 
 from coordinator.errors import CoordinatorError
 from coordinator.federation import Federation
+from coordinator.identity_book import IdentityBook
 from coordinator.security import ServerSecurity, authenticate
 from coordinator.status import status_for
 from protos.codream.v1 import codream_pb2 as pb
@@ -33,9 +34,10 @@ SERVICE_PREFIX = "/" + pb.DESCRIPTOR.services_by_name["Coordinator"].full_name +
 
 class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     def __init__(self, federation: Federation, security: ServerSecurity,
-                 idle_seconds: float | None = None):
+                 idle_seconds: float | None = None, identities: IdentityBook | None = None):
         self.federation = federation
         self.security = security
+        self.identities = identities  # records the identity certificate a node joins with
         self.idle = IdleStreams(idle_seconds) if idle_seconds else None
 
     def _call(self, context: grpc.ServicerContext, method: str, handler: Callable[[str], Any]) -> Any:
@@ -53,7 +55,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             context.abort(code, detail)
 
     def Join(self, request, context):
-        return self._call(context, "Join", lambda node: self.federation.join(node, request))
+        def join(node: str) -> Any:
+            if self.identities is not None and self.security.mutual_tls:
+                self.identities.observe(node, context.auth_context())
+            return self.federation.join(node, request)
+
+        return self._call(context, "Join", join)
 
     def Ready(self, request, context):
         return self._call(context, "Ready", lambda node: self.federation.ready(node, request))

@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -168,6 +168,17 @@ def read_identities(path: str | None, roster: Sequence[str]) -> dict[str, bytes]
     return {node: identities[node] for node in roster}
 
 
+def check_authentication(config: RunConfig, identities: Mapping[str, bytes],
+                         client_ca: str | None) -> None:
+    """secagg.authentication = "required" needs a source of identity keys: --identities, or mTLS
+    (--tls-client-ca), whose node certificates may carry them; ConfigError names the setting."""
+    secagg = config.secagg
+    if secagg.enabled and secagg.authentication == "required" and not identities and not client_ca:
+        raise ConfigError('secagg.authentication = "required": the coordinator has no identity '
+                          "keys to relay; give --identities, or mTLS (--tls-client-ca) with node "
+                          "certificates that carry identity keys (`codream certs` writes them)")
+
+
 def prepare_run_directory(config: RunConfig, force: bool) -> None:
     """--out: resume its checkpoint (refused, naming the fields, if it is another run's);
     outputs without a checkpoint are refused; --force starts afresh."""
@@ -191,6 +202,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
 
     config = load_run_config(args.config, os.environ, config_flags(args), check=preflight.check_run)
     settings = settings_from_args(args, config.clients)
+    check_authentication(config, settings.identities, args.tls_client_ca)
     prepare_run_directory(config, args.force)
     service = CoordinatorService(config, settings)
 

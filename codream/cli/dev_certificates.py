@@ -2,6 +2,11 @@
 and for authenticated secure aggregation one Ed25519 identity key per node (<node>.identity.key)
 with the roster that pins them all (identities.toml; format in `codream.cli.identities`).
 
+Each node certificate also carries its node's identity public key (codream.identity_certificates),
+and the identity key is the one derived from the node's mTLS key: a node run with just its mTLS
+files signs with it, and peers check it against the CA (mTLS-bound mode); the identity.key file
+and the roster hold the same key for the pinned-roster mode.
+
 Not for production: the CA key is kept only in memory and discarded, so the set cannot be
 extended later, and certificates live 30 days. Regenerate rather than renew.
 """
@@ -18,11 +23,11 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from codream.atomic_files import atomic_write
 from codream.cli import identities
+from codream.identity_certificates import derive_identity_key, identity_extension
 
 VALIDITY = datetime.timedelta(days=30)
 _CLOCK_SKEW = datetime.timedelta(minutes=5)  # backdate, so a slightly slow peer accepts it at once
@@ -76,7 +81,8 @@ def generate_dev_pki(
     ca_path = out_dir / "ca.pem"
     ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(stem: str, common_name: str, usage: x509.ObjectIdentifier, sans: list) -> tuple[Path, Path]:
+    def issue(stem: str, common_name: str, usage: x509.ObjectIdentifier, sans: list,
+              identity: bool = False) -> tuple[Path, Path]:
         key = ec.generate_private_key(ec.SECP256R1())
         builder = (
             _builder(_name(common_name), ca_name, key.public_key(), now)
@@ -89,6 +95,9 @@ def generate_dev_pki(
         )
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        if identity:  # non-critical: TLS stacks that do not know it still accept the certificate
+            raw = identities.raw_public_key(derive_identity_key(key))
+            builder = builder.add_extension(identity_extension(raw), critical=False)
         cert = builder.sign(ca_key, hashes.SHA256())
         cert_path, key_path = out_dir / f"{stem}.pem", out_dir / f"{stem}.key"
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -106,10 +115,12 @@ def generate_dev_pki(
     node_certs, node_keys = {}, {}
     for node_id in node_ids:
         # No SAN on client certificates: the coordinator reads the node id from the CN.
-        node_certs[node_id], node_keys[node_id] = issue(node_id, node_id, ExtendedKeyUsageOID.CLIENT_AUTH, [])
+        node_certs[node_id], node_keys[node_id] = issue(node_id, node_id, ExtendedKeyUsageOID.CLIENT_AUTH,
+                                                        [], identity=True)
     identity_keys, public = {}, {}
     for node_id in node_ids:
-        key = Ed25519PrivateKey.generate()
+        tls_key = serialization.load_pem_private_key(node_keys[node_id].read_bytes(), password=None)
+        key = derive_identity_key(tls_key)  # the key its certificate carries
         identity_keys[node_id] = out_dir / f"{node_id}.identity.key"
         identities.write_identity_key(identity_keys[node_id], key)
         public[node_id] = identities.raw_public_key(key)

@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ ENVIRONMENT = (TOKEN_ENVIRONMENT,)  # every variable `codream node` reads (the d
 DEFAULT_COORDINATOR_PORT = 50051  # the coordinator's own default --port
 DEFAULT_HEALTH_PORT = 50053  # not the coordinator's 50052: both may run on one host
 DEFAULT_METRICS_PORT = 9091
+AUTHENTICATION_MODES = ("auto", "required", "off")
 _SECURITY_FLAGS = {"ca_file": "--tls-ca", "cert_file": "--tls-cert", "key_file": "--tls-key",
                    "server_name": "--tls-server-name", "token": f"--token-file/${TOKEN_ENVIRONMENT}"}
 
@@ -56,6 +58,13 @@ def add_node_command(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                       help="the roster this node pins: [identities] node id = hex raw Ed25519 "
                            "public key, this node's own included; it then joins only authenticated "
                            "secure sessions whose keys are the roster's")
+    node.add_argument("--secagg-authentication", dest="secagg_authentication",
+                      choices=AUTHENTICATION_MODES, default="auto",
+                      help="auto: authenticated secure aggregation whenever this node has an "
+                           "identity (--peer-identities, or mTLS files whose certificate carries "
+                           "its identity key, as `codream certs` writes), and then it refuses "
+                           "unauthenticated sessions; required: refuse to start without one; off: "
+                           "no identity, unauthenticated sessions only")
     node.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     node.add_argument("--dataset", metavar="SPEC", help="override the run's data set (e.g. "
                       "npz:PATH local to this node)")
@@ -127,6 +136,60 @@ def coordinator_address(target: str) -> str:
     return f"{host}:{int(port)}"
 
 
+@dataclass(frozen=True)
+class NodeIdentity:
+    """Where this node's secure-aggregation identity comes from (see --secagg-authentication)."""
+
+    key: Ed25519PrivateKey | None = field(default=None, repr=False)
+    roster: dict[str, bytes] | None = None  # pinned roster mode
+    ca_pem: bytes | None = None  # mTLS-bound mode: the CA that vouches for identity certificates
+    required: bool = False
+
+
+def node_identity(args: argparse.Namespace) -> NodeIdentity:
+    """The identity the flags give: a pinned roster (--identity-key/--peer-identities), else
+    the one an mTLS certificate carries (derived from --tls-key, checked against --tls-cert);
+    ConfigError (one line, naming the flag) when --secagg-authentication cannot be satisfied."""
+    from codream import identity_certificates as certs
+
+    mode = getattr(args, "secagg_authentication", "auto")
+    key_file, roster_file = getattr(args, "identity_key", None), getattr(args, "peer_identities", None)
+    if mode == "off":
+        if key_file is not None or roster_file is not None:
+            raise ConfigError("--secagg-authentication off: drop --identity-key/--peer-identities "
+                              "(they turn authentication on)")
+        return NodeIdentity()
+    key, roster = read_identity(args.node_id, key_file, roster_file)
+    if roster is not None:
+        return NodeIdentity(key, roster, required=True)
+    if args.tls_cert and args.tls_key and args.tls_ca:
+        cert_pem, key_pem = Path(args.tls_cert).read_bytes(), Path(args.tls_key).read_bytes()
+        try:
+            own = certs.load_certificates(cert_pem, args.tls_cert)[0]
+            carried = certs.identity_key_of(own)
+        except ValueError as error:
+            raise ConfigError(f"--tls-cert: {error}") from None
+        if carried is not None:
+            try:
+                derived = certs.derive_identity_key(certs.load_tls_key(key_pem, args.tls_key))
+            except ValueError as error:
+                raise ConfigError(f"--tls-key: {error}") from None
+            if derived.public_key().public_bytes_raw() != carried:
+                raise ConfigError(f"--tls-cert {args.tls_cert}: the identity key it carries is not "
+                                  f"the one derived from --tls-key {args.tls_key}")
+            try:
+                certs.load_certificates(Path(args.tls_ca).read_bytes(), args.tls_ca)
+            except ValueError as error:
+                raise ConfigError(f"--tls-ca: {error}") from None
+            return NodeIdentity(derived, ca_pem=Path(args.tls_ca).read_bytes(), required=True)
+    if mode == "required":
+        raise ConfigError("--secagg-authentication required: this node has no identity; give "
+                          "--identity-key and --peer-identities, or mTLS (--tls-ca/--tls-cert/"
+                          "--tls-key) with a certificate that carries its identity key "
+                          "(`codream certs` writes one)")
+    return NodeIdentity()
+
+
 def read_identity(node_id: str, key_file: str | None, roster_file: str | None
                   ) -> tuple[Ed25519PrivateKey | None, dict[str, bytes] | None]:
     """--identity-key and --peer-identities (both or neither), checked against each other;
@@ -173,8 +236,7 @@ def node_options(args: argparse.Namespace, environ: Mapping[str, str]) -> NodeOp
     preflight.check_device(args.device, "--device")
     if args.dataset:  # the node's own data: a mistake in it is found now, not after joining
         preflight.check_dataset(args.dataset, "--dataset")
-    identity_key, peer_identities = read_identity(args.node_id, getattr(args, "identity_key", None),
-                                                  getattr(args, "peer_identities", None))
+    identity = node_identity(args)
     try:
         security = ChannelSecurity(ca_file=args.tls_ca, cert_file=args.tls_cert,
                                    key_file=args.tls_key, server_name=args.tls_server_name,
@@ -187,7 +249,8 @@ def node_options(args: argparse.Namespace, environ: Mapping[str, str]) -> NodeOp
     return NodeOptions(coordinator_address(args.coordinator), args.node_id, security, device=args.device,
                        dataset=args.dataset, max_message_bytes=args.max_message_mb * 2**20,
                        pull_wait=args.pull_wait, state_dir=args.state_dir, partition=args.partition,
-                       identity_key=identity_key, peer_identities=peer_identities)
+                       identity_key=identity.key, peer_identities=identity.roster,
+                       identity_ca=identity.ca_pem, require_authentication=identity.required)
 
 
 def run_node(args: argparse.Namespace, stop: threading.Event | None = None) -> int:

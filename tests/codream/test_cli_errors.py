@@ -199,6 +199,16 @@ CASES = {
         ["--debug", *SIMULATE, "--dataset", "cifar"],
         ("Traceback", "codream simulate: error: --dataset: unknown data set"), lines=None),
 }
+CASES["node requiring authentication without an identity"] = Case(
+    [*NODE, "--secagg-authentication", "required"],
+    ("codream node: error: --secagg-authentication required: this node has no identity",))
+CASES["coordinator requiring authentication without identities"] = Case(
+    [*COORDINATOR, "--set", "secagg.authentication=required"],
+    ('codream coordinator: error: secagg.authentication = "required": the coordinator has no '
+     "identity keys", "--identities"))
+CASES["an unknown authentication mode"] = Case(
+    [*SIMULATE, "--set", "secagg.authentication=sometimes"],
+    ("secagg.authentication", "must be 'auto', 'required' or 'off', got 'sometimes'"))
 CASES["--version"] = Case(["--version"], (), code=0, lines=0)  # checked on its own below
 NEEDS_NO_CUDA = {"cuda without a GPU", "cluster: cuda nodes without a GPU"}
 

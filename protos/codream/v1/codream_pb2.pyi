@@ -131,7 +131,7 @@ class Shutdown(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class SecAggBegin(_message.Message):
-    __slots__ = ("session_id", "client_index", "n_clients", "dim", "clip", "threshold", "graph", "degree", "scale", "max_weight", "steps_per_block", "weight_unit", "members", "identity_keys")
+    __slots__ = ("session_id", "client_index", "n_clients", "dim", "clip", "threshold", "graph", "degree", "scale", "max_weight", "steps_per_block", "weight_unit", "members", "identity_keys", "identity_certificates")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_INDEX_FIELD_NUMBER: _ClassVar[int]
     N_CLIENTS_FIELD_NUMBER: _ClassVar[int]
@@ -146,6 +146,7 @@ class SecAggBegin(_message.Message):
     WEIGHT_UNIT_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_KEYS_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_CERTIFICATES_FIELD_NUMBER: _ClassVar[int]
     session_id: bytes
     client_index: int
     n_clients: int
@@ -160,7 +161,8 @@ class SecAggBegin(_message.Message):
     weight_unit: float
     members: _containers.RepeatedScalarFieldContainer[str]
     identity_keys: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, session_id: _Optional[bytes] = ..., client_index: _Optional[int] = ..., n_clients: _Optional[int] = ..., dim: _Optional[int] = ..., clip: _Optional[float] = ..., threshold: _Optional[int] = ..., graph: _Optional[str] = ..., degree: _Optional[int] = ..., scale: _Optional[float] = ..., max_weight: _Optional[float] = ..., steps_per_block: _Optional[int] = ..., weight_unit: _Optional[float] = ..., members: _Optional[_Iterable[str]] = ..., identity_keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    identity_certificates: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, session_id: _Optional[bytes] = ..., client_index: _Optional[int] = ..., n_clients: _Optional[int] = ..., dim: _Optional[int] = ..., clip: _Optional[float] = ..., threshold: _Optional[int] = ..., graph: _Optional[str] = ..., degree: _Optional[int] = ..., scale: _Optional[float] = ..., max_weight: _Optional[float] = ..., steps_per_block: _Optional[int] = ..., weight_unit: _Optional[float] = ..., members: _Optional[_Iterable[str]] = ..., identity_keys: _Optional[_Iterable[bytes]] = ..., identity_certificates: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class SecureStep(_message.Message):
     __slots__ = ("session_id", "step", "share_delivery")
