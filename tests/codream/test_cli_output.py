@@ -12,7 +12,7 @@ from codream.cli import make_parser
 from codream.cli.progress import progress_total
 from codream.config import RunConfig
 
-COMMANDS = ("simulate", "coordinator", "node", "cluster", "certs")
+COMMANDS = ("simulate", "coordinator", "node", "cluster", "certs", "evaluate", "predict", "distill")
 
 
 def _subparser(name: str) -> argparse.ArgumentParser:
