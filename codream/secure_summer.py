@@ -2,13 +2,19 @@
 
 It runs a one-shot Bonawitz session per sum (keys, shares, masks, unmasking) in process, with
 the same quantisation as the cluster (codream.secure_plan), so a simulation and a cluster
-with the same seeds compute the same numbers.
+with the same seeds compute the same numbers. Unless `secagg.authentication = "off"` the
+session is authenticated, as a cluster under mTLS is: each member has an Ed25519 identity key
+made in process for the summer's life, advertisements and survivor lists are signed, and the
+consistency round runs before unmasking (the sum is the same; only the protocol's cost is).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from codream.aggregation import AggregateSum, BadContribution, Contribution, check_contribution
 from codream.config import SecureAggregationConfig
@@ -27,6 +33,10 @@ class InProcessSecureSummer:
         self.members = sorted(weights)
         self.unit = weight_unit(weights.values())
         self.clipped = 0
+        self.authenticated = settings.authentication != "off"
+        # by client index, like the long-lived identity keys of a cluster's nodes
+        self._identity_keys = ({i: Ed25519PrivateKey.generate() for i in range(len(self.members))}
+                               if self.authenticated else None)
 
     def sum(self, contributions: Mapping[str, Contribution], size: int, task: Task | None = None
             ) -> AggregateSum:
@@ -46,7 +56,8 @@ class InProcessSecureSummer:
                 skipped[node] = "no contribution"
             inputs[index], weights[index] = scaled_input(contribution, size, self.unit)
         config = session_config(self.settings, len(self.members), size, clip_for(task, self.settings))
-        result = run_aggregation(config, inputs, weights)
+        config = dataclasses.replace(config, authenticated=self.authenticated)
+        result = run_aggregation(config, inputs, weights, identity_keys=self._identity_keys)
         if result.clipped:
             self.clipped += result.clipped
             log.warning("%s: %d elements clipped to ±%g", task.task_id, result.clipped, config.clip)

@@ -42,10 +42,17 @@ class InProcessSession:
         *,
         session_id: bytes | None = None,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        identity_keys: Mapping[int, Ed25519PrivateKey] | None = None,
     ) -> InProcessSession:
+        """`identity_keys` (authenticated configs): each client's long-lived Ed25519 key; None
+        draws fresh ones for this session."""
         identities = keys = None
         if config.authenticated:
-            keys = {i: Ed25519PrivateKey.generate() for i in range(config.n_clients)}
+            keys = dict(identity_keys) if identity_keys is not None else {
+                i: Ed25519PrivateKey.generate() for i in range(config.n_clients)}
+            if sorted(keys) != list(range(config.n_clients)):
+                raise ValueError(f"identity_keys must hold a key for each of the {config.n_clients} "
+                                 "clients")
             identities = {i: k.public_key() for i, k in keys.items()}
         server = SecAggServer(config, session_id or random_bytes(16), peer_identities=identities)
         clients = {
@@ -127,9 +134,11 @@ def run_aggregation(
     dropouts: Mapping[str, Collection[int]] | None = None,
     *,
     random_bytes: Callable[[int], bytes] = os.urandom,
+    identity_keys: Mapping[int, Ed25519PrivateKey] | None = None,
 ) -> StepResult:
-    """One-shot secure sum of `inputs` (client id -> (d,) floats) with simulated dropouts."""
-    session = InProcessSession.create(config, random_bytes=random_bytes)
+    """One-shot secure sum of `inputs` (client id -> (d,) floats) with simulated dropouts;
+    `identity_keys` as in `InProcessSession.create`."""
+    session = InProcessSession.create(config, random_bytes=random_bytes, identity_keys=identity_keys)
     drops = _drops(dropouts)
     session.setup_block({p: drops[p] for p in ("advertise", "share_keys")})
     return session.step(inputs, weights, {p: drops[p] for p in PHASES[2:]})
