@@ -87,6 +87,7 @@ class SecureRounds:
         self.sessions_started = 0
         self.last_step_members: list[str] = []  # node ids the last step posted a masked-input task to
         self.excluded: dict[str, str] = {}  # node id -> how it cheated: in no later session
+        self.keyless: list[str] = []  # live members left out for want of an identity key (required)
 
     @property
     def identities(self) -> IdentityBook:
@@ -134,10 +135,11 @@ class SecureRounds:
         mode = self.settings.authentication
         if mode == "required":
             keyless = [m.node_id for m in live if m.node_id not in self.identities]
-            if keyless:
+            if keyless and keyless != self.keyless:
                 log.warning("secagg.authentication = required: %s left out of secure sums (no "
                             "identity key)", ", ".join(keyless))
             live = [m for m in live if m.node_id in self.identities]
+            self.keyless = keyless
         if session is not None and not any(m.node_id in self.excluded for m in session.members):
             same = session.server.config.dim == size and session.clip == clip
             # memberships, not node ids: a node that crashed and re-joined is a newcomer too
@@ -245,6 +247,8 @@ class SecureRounds:
         earlier = {session.members[i].node_id: "left the secure session before this step"
                    for i in server.dropped if i not in result.dropped}
         earlier.update(self._excluded_notes(session.node_ids))
+        earlier.update({node: "no identity key, and secagg.authentication is required"
+                        for node in self.keyless if node not in session.node_ids})
         return to_aggregate(result, session.unit, session.node_ids, skipped, earlier)
 
     def _consistency(self, session: Session, message: pb.Task, survivors: Sequence[int]) -> list[int]:

@@ -98,3 +98,25 @@ def test_the_next_step_of_an_authenticated_session_runs_its_own_consistency_roun
             np.testing.assert_allclose(replies.total.total, np.full(SIZE, 6.0), atol=1e-5)
         ids = [r.task_id for r in built.nodes["node-0"].accepted()]
         assert ids.count("d1/consistency") == 1 and ids[-1] == "d1/unmask", ids
+
+
+def test_required_authentication_leaves_out_a_member_without_an_identity_key():
+    """secagg.authentication = "required": node-2 has no key, so the session is node-0 and node-1,
+    authenticated; under "auto" the same relay would downgrade the whole session instead."""
+    required = SecureAggregationConfig(enabled=True, graph="complete", authentication="required")
+    with cluster(NODES, required) as built:
+        built.transport.secure.identities = {n: _raw(n) for n in NODES[:2]}
+        for node in NODES:
+            thread = built.node(node, _logic(node), 1.0, start=False)
+            secure = (SecureContribution(node, identity_key=KEYS[node], peer_identities=ROSTER)
+                      if node != "node-2" else SecureContribution(node))
+            thread.runner = TaskRunner(node, thread.logic, NoSnapshots(), secure=secure)
+            thread.start()
+        replies = built.broadcast(Broadcast(dream_step("d0"), size=SIZE))
+        session = built.transport.secure.session
+        assert session is not None and session.server.config.authenticated
+        assert session.node_ids == ["node-0", "node-1"]
+        np.testing.assert_allclose(replies.total.total, np.full(SIZE, 3.0), atol=1e-5)  # 1 + 2
+        assert replies.total.contributors == ("node-0", "node-1")
+        assert built.nodes["node-2"].accepted() == []  # never asked to take part
+        assert "no identity key" in replies.total.excluded["node-2"]
