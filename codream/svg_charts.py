@@ -110,6 +110,7 @@ def line_chart(series: Sequence[Series], title: str, x_label: str, y_label: str,
                y_range: tuple[float, float] | None = None, width: int = 680, height: int = 340) -> str:
     """Lines over whole-number x (rounds), a legend on the right; each point has a tooltip."""
     left, top, legend_width = 62.0, 28.0, 190.0
+    height = max(height, int(top + 16 * len(series) + 24))  # room for every legend entry
     right, bottom = width - legend_width, height - 46.0
     xs = [x for s in series for x, _ in s.points]
     ys = [y for s in series for _, y in s.points if y is not None and math.isfinite(y)]
