@@ -100,10 +100,10 @@ def _simulate(config: RunConfig, run_dir: Path | None, summer: Summer | None,
     summary.update(final_summary(history))
     summary["wall_seconds"] = time.perf_counter() - started
     if run_dir is not None:
-        write_run_outputs(run_dir, config, dataset, history, summary, coordinator)
         if coordinator is not None:  # each node writes its own model, as a node daemon does
             write_node_models(run_dir / MODELS_DIR, config, dataset,
                               [node.model for node in nodes.values()], coordinator.next_round - 1)
+        write_run_outputs(run_dir, config, dataset, history, summary, coordinator)  # report last
     return SimulationResult(history, summary, run_dir, final_dreams, nodes, coordinator)
 
 

@@ -16,6 +16,7 @@ from codream.cli.parsing import add_command
 from codream.cli.progress import progress_total, summary_line
 from codream.cli.run_config import add_config_flags, config_flags, load_run_config
 from codream.config import ConfigError, to_toml
+from codream.html_report import write_report
 
 
 def run_cluster(args: argparse.Namespace) -> int:
@@ -63,7 +64,8 @@ def run_cluster(args: argparse.Namespace) -> int:
         codes = cluster.wait_all(30.0)
     finally:
         cluster.stop()
-    cluster.gather_models()
+    if cluster.gather_models() and (run_dir / "report.html").is_file():
+        write_report(run_dir)  # again, so the page lists the nodes' models too
     print("exit codes: " + ", ".join(f"{k} {v}" for k, v in codes.items()))
     metrics_file = run_dir / "metrics.json"
     if codes.get("coordinator") != 0 or not metrics_file.is_file():

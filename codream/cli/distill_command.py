@@ -104,7 +104,8 @@ def add_distill_command(commands: Any) -> argparse.ArgumentParser:
                         metavar="N", help="dreams per step")
     parser.add_argument("--temperature", type=float, default=_TEMPERATURE,
                         help="distillation temperature T")
-    parser.add_argument("--seed", type=int, default=0, help="initial weights and dream sampling")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="initial weights and dream sampling (default: 0)")
     parser.add_argument("--out", default="distilled.pt", metavar="MODEL.pt",
                         help="where to write the model file")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
