@@ -246,10 +246,24 @@ def comparison_page(out_dir: Path) -> str:
             _section("Results", table + _note("Each strategy's name links to its own run report.")),
             _section("Mean client accuracy per round", figures),
             _section("Dreams", dreams or _note("no strategy here dreams")),
-            _section("Configuration", _note("the same for every strategy but `strategy` and `out`; "
-                                            f"this is {first.name if first else 'the'} run's") + config),
+            _section("Class histogram per client", _histogram_figure(_partition_summary(out_dir, rows))),
+            _section("Configuration", _note("the same for every strategy but strategy and out; shown: "
+                                            f"{first.name if first else 'no'} sub-run's config.toml")
+                     + config),
             _section("Files", _file_list(out_dir))]
     return _page(f"CoDream comparison: {names}", body)
+
+
+def _partition_summary(out_dir: Path, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The first federated sub-run's summary: every strategy draws the same partition from one
+    config, so its class histogram is the comparison's."""
+    for row in rows:
+        path = out_dir / str(row.get("run_dir")) / METRICS
+        if path.is_file():
+            summary = _read_json(path).get("summary", {})
+            if summary.get("class_histogram"):
+                return summary
+    return {}
 
 
 # ---- HTML pieces --------------------------------------------------------------------------

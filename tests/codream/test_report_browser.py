@@ -166,7 +166,8 @@ def test_a_report_without_dreams_and_a_comparison_render_too(browser, runs, tmp_
     assert problems(fedavg, {"fig-accuracy", "fig-histogram", "fig-bytes"}) == []
     assert "no dream grid in this run" in fedavg["text"]
     comparison = render(browser, runs["comparison"] / "report.html", tmp_path / "report-comparison.png")
-    assert problems(comparison, {"fig-comparison", "fig-comparison-png", "fig-codream-dreams"}) == []
+    assert problems(comparison, {"fig-comparison", "fig-comparison-png", "fig-codream-dreams",
+                                 "fig-histogram"}) == []
     assert comparison["title"] == "CoDream comparison: codream, fedavg"
     links = browser.execute_script("return Array.from(document.links).map(a => a.getAttribute('href'))")
     assert {"codream/report.html", "fedavg/report.html"} <= set(links)
