@@ -217,3 +217,15 @@ def test_a_wrong_input_is_one_line_naming_the_flag_and_exit_2(run, tmp_path, cap
     assert says.format(**values) in err
     assert "Traceback" not in err
     assert not (tmp_path / "n.pt").exists()
+
+
+def test_the_readmes_walk_through_really_works(run, capsys):
+    """The Python snippet in README.md's 'What a run leaves behind', run on this run's directory."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## What a run leaves behind", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "codream.load_model(" in snippet and "runs/main/" in snippet
+    exec(compile(snippet.replace("runs/main/", f"{run.run_dir}/"), "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "cnn (1, 8, 8) 10 node-0 1"
+    assert printed[2] == "torch.Size([8, 10])"
