@@ -168,7 +168,7 @@ class NodeDaemon:
             return
         try:
             write_final_model(self.options, self._built)
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RuntimeError) as error:
             log.error("node %s: could not write its trained model: %s", self.options.node_id, error)
 
     def _exchange(self, stub: Any, member_id: str, result: pb.TaskResult | None) -> pb.Task | None:

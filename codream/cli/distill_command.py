@@ -73,6 +73,11 @@ def run_distill(args: argparse.Namespace) -> int:
     device = preflight.check_device(args.device, "--device")
     dreams = open_dreams(args.dreams)
     dataset = open_dataset(args.dataset) if args.dataset else None  # a mistake found before training
+    if dataset is not None and dataset.input_shape != dreams.input_shape:
+        shape = "x".join(str(d) for d in dataset.input_shape)
+        raise ConfigError(f"--dataset {args.dataset}: its images are {shape} but the dreams are "
+                          f"{'x'.join(str(d) for d in dreams.input_shape)}; measure on the data set "
+                          f"the run dreamt on ({dreams.dataset})")
     model = fresh_model(args.model, dreams, args.seed).to(device)
     images, logits = dreams.tensors()
     recipe = OptimizerConfig(args.lr, 0.9, 5e-4, args.batch_size)

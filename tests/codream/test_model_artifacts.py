@@ -207,6 +207,8 @@ def _write_wrong_inputs(d: Path) -> None:
      "--out {d}/taken.pt: exists; choose another --out or add --force"),
     (["distill", "--dreams", "{run}/dreams.npz", "--model", "cnn", "--steps", "0"],
      "--steps: must be >= 1"),
+    (["distill", "--dreams", "{run}/dreams.npz", "--model", "cnn", "--out", "{d}/n.pt", "--dataset",
+      "npz:{d}/big.npz"], "--dataset npz:{d}/big.npz: its images are 1x28x28 but the dreams are 1x8x8"),
 ])
 def test_a_wrong_input_is_one_line_naming_the_flag_and_exit_2(run, tmp_path, capsys, argv, says):
     _write_wrong_inputs(tmp_path)
