@@ -100,7 +100,8 @@ class ModelArtifact:
 
     @property
     def device(self) -> torch.device:
-        return next(self.module.parameters()).device
+        first = next(self.module.parameters(), None)
+        return first.device if first is not None else torch.device("cpu")
 
     def normalise(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Raw images (as in an npz data set's `x`: (N, C, H, W), (N, H, W) or (N, H, W, C);

@@ -76,6 +76,9 @@ def run_cluster(args: argparse.Namespace) -> int:
     print(summary_line(f"{config.strategy} on a {args.nodes}-node cluster (secure aggregation {secure})",
                        summary))
     print(f"wall {summary.get('wall_seconds', 0):.1f} s; run directory: {run_dir}")
+    if (run_dir / "models").is_dir():
+        print(f"trained models: {run_dir / 'models'} (codream evaluate/predict MODEL, "
+              f"codream.load_model(PATH) in Python)")
     return 0
 
 

@@ -36,6 +36,9 @@ def run_simulate(args: argparse.Namespace) -> int:
     bar.close()
     print(summary_line(config.strategy, result.summary))
     print(f"run directory: {run_dir}")
+    if (run_dir / "models").is_dir():
+        print(f"trained models: {run_dir / 'models'} (codream evaluate/predict MODEL, "
+              f"codream.load_model(PATH) in Python)")
     return 0
 
 
