@@ -41,7 +41,7 @@ def write_final_model(options: NodeOptions, built: BuiltNode) -> Path | None:
     config, index = built.config, built.key[1]
     dataset = load_dataset(config.dataset)  # its shape, classes and normalisation (cached)
     info = node_info(config, dataset, index, options.node_id, built.snapshots.round)
-    save_model(path, built.logic.model, info)
+    save_model(path, built.logic.model, info, private=True)  # like its snapshot: 0600
     log.info("node %s: wrote its trained model (%s, round %d) to %s", options.node_id, info.model,
              info.round, path)
     return path

@@ -76,8 +76,9 @@ class ModelInfo:
         )
 
 
-def save_model(path: Path, module: nn.Module, info: ModelInfo) -> Path:
-    """Writes `module`'s weights and `info` to `path` atomically (a reader never sees half a file)."""
+def save_model(path: Path, module: nn.Module, info: ModelInfo, private: bool = False) -> Path:
+    """Writes `module`'s weights and `info` to `path` atomically (a reader never sees half a file);
+    `private`: mode 0600, for a node's model, which was trained on data that is not to leave it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -85,7 +86,7 @@ def save_model(path: Path, module: nn.Module, info: ModelInfo) -> Path:
         "info": info.as_dict(),
         "state_dict": {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()},
     }
-    atomic_write(path, lambda stream: torch.save(payload, stream))
+    atomic_write(path, lambda stream: torch.save(payload, stream), private=private)
     return path
 
 

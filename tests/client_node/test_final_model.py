@@ -36,7 +36,9 @@ def _run(tmp_path, pulls, state_dir=True):
 def test_the_runs_shutdown_makes_the_node_write_its_trained_model(tmp_path):
     code, daemon = _run(tmp_path, [evaluate(1, round_index=0), shutdown()])
     assert code == EXIT_OK
-    artifact = load_model_artifact(tmp_path / "state" / "hospital-b.model.pt")
+    path = tmp_path / "state" / "hospital-b.model.pt"
+    assert path.stat().st_mode & 0o777 == 0o600  # trained on data that is not to leave the node
+    artifact = load_model_artifact(path)
     info = artifact.info
     assert (info.model, info.role, info.node_id, info.strategy, info.round) == (
         "mlp", "node", "hospital-b", "codream", 0)
