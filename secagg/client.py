@@ -33,6 +33,7 @@ from secagg.errors import (
     ParameterMismatch,
     PhaseError,
     RevealRefused,
+    SignatureInvalid,
     UnknownClient,
 )
 from secagg.messages import (
@@ -119,6 +120,7 @@ class SecAggClient:
         self._secrets: _BlockSecrets | None = None
         self._revealed: dict[tuple[int, int], int] = {}  # (peer, step) -> kind revealed
         self._survivors_signed: tuple[int, ...] | None = None
+        self._own_signature = b""  # its ConsistencySignature of the current step
         self._streams: MaskStreams | None = None
 
     # -- round 0: AdvertiseKeys ---------------------------------------------------------------
@@ -317,7 +319,8 @@ class SecAggClient:
         self._survivors_signed = tuple(sorted(survivors))
         payload = common.consistency_payload(self.session_id, self.step, survivors)
         self.phase = Phase.SIGNED
-        return ConsistencySignature(Header(self.session_id, self.step, self.id), self._sign(payload))
+        self._own_signature = self._sign(payload)
+        return ConsistencySignature(Header(self.session_id, self.step, self.id), self._own_signature)
 
     # -- round 4: Unmasking -------------------------------------------------------------------
     def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
@@ -435,6 +438,10 @@ class SecAggClient:
         )
         payload = common.consistency_payload(self.session_id, self.step, request.survivors)
         for signer, signature in request.signatures:
+            if signer == self.id:  # Ed25519 is deterministic: its own is the one it made
+                if not hmac.compare_digest(signature, self._own_signature):
+                    raise SignatureInvalid(f"bad signature from client {signer} (this client)")
+                continue
             verify_signature(self._peer_identities, signer, signature, payload)
         quorum = self.config.certification_quorum
         if len(signers) < quorum:

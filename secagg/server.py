@@ -252,9 +252,20 @@ class SecAggServer:
             Header(self.session_id, self.step, client_id),
             self._survivors,
             self._dropped_now,
-            tuple(sorted(self._signatures.items())),
+            self._certificate_for(client_id),
             tuple(sorted(self._pair_path)),
         )
+
+    def _certificate_for(self, client_id: int) -> tuple[tuple[int, bytes], ...]:
+        """A quorum of the step's consistency signatures, the client's own first if it signed:
+        exactly what certifies the list (the server verified each one), and the cheapest set
+        for the client to check (its own is a byte comparison, each other one a verification)."""
+        if not self._signatures:
+            return ()
+        quorum = self.config.certification_quorum
+        chosen = [client_id] if client_id in self._signatures else []
+        chosen += [s for s in sorted(self._signatures) if s != client_id][:quorum - len(chosen)]
+        return tuple((s, self._signatures[s]) for s in sorted(chosen))
 
     def receive_unmask(self, message: UnmaskResponse) -> None:
         self._in_phase(ServerPhase.UNMASK, "receive_unmask")
