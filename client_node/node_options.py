@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from client_node.channel import ChannelSecurity
@@ -27,7 +27,7 @@ class NodeOptions:
     state_dir: str | None = None  # keep round-start snapshots here, to survive a restart
     # Authenticated secure aggregation (both or neither): this node's Ed25519 identity key and
     # the roster it pins, node id -> raw 32-byte Ed25519 public key (it holds this node's own).
-    identity_key: Ed25519PrivateKey | None = None
+    identity_key: Ed25519PrivateKey | None = field(default=None, repr=False)  # a secret
     peer_identities: Mapping[str, bytes] | None = None
     # Without a roster: the CA bundle (PEM) that vouches for the members' identity certificates
     # (mTLS-bound mode: this node's certificate carries its identity key).
