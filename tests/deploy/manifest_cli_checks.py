@@ -32,7 +32,7 @@ from manifest_objects import (
 RUNTIME_ENV = frozenset({"OMP_NUM_THREADS"})
 # Flags naming files or directories, and those the program writes to.
 PATH_FLAGS = ("config", "tls_cert", "tls_key", "tls_client_ca", "tls_ca", "tokens_file", "token_file",
-              "ready_file", "out", "state_dir")
+              "ready_file", "out", "state_dir", "identity_key", "peer_identities", "identities")
 WRITTEN = {"out": True, "state_dir": True, "ready_file": False}  # flag -> must persist
 
 
@@ -193,7 +193,55 @@ def federation_problems(objects: list[dict], scratch: Path) -> Problems:
             problems.append(f"{pod.where}: without --after-run={wanted} a finished run ends the process "
                             "and Kubernetes restarts it")
     problems += address_problems(objects, coordinator, nodes)
+    problems += identity_problems(objects, coordinator, nodes, config)
     return list(dict.fromkeys(problems))  # one per container, not one per pod
+
+
+def identity_problems(objects: list[dict], coordinator: Pod, nodes: list[Pod], config) -> Problems:
+    """Secure aggregation is authenticated or refused: the run requires it, each node requires
+    it, and every identity the pods are given agrees: a node's --identity-key is the key its
+    certificate carries and the one the roster (--peer-identities, the coordinator's
+    --identities) pins for its node id."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from codream import identity_certificates
+
+    problems = []
+    if config is not None and config.secagg.enabled and config.secagg.authentication != "required":
+        problems.append(f"{coordinator.where}: secagg.authentication is "
+                        f"{config.secagg.authentication!r}, not 'required'")
+    rosters = {}
+    if getattr(coordinator.args, "identities", None):
+        rosters[coordinator.where] = read_file(coordinator, objects, coordinator.args.identities)
+    for pod in nodes:
+        if getattr(pod.args, "secagg_authentication", "auto") != "required":
+            problems.append(f"{pod.where}: --secagg-authentication is not required")
+        node_pem = read_file(pod, objects, pod.args.tls_cert or "")
+        carried = None
+        if node_pem is not None:
+            carried = identity_certificates.identity_key_of(x509.load_pem_x509_certificate(node_pem))
+            if carried is None:
+                problems.append(f"{pod.where}: its certificate carries no identity key")
+        key_pem = read_file(pod, objects, getattr(pod.args, "identity_key", None) or "")
+        if key_pem is not None:
+            raw = serialization.load_pem_private_key(key_pem, None).public_key().public_bytes_raw()
+            if carried is not None and raw != carried:
+                problems.append(f"{pod.where}: --identity-key is not the key its certificate carries")
+            roster_toml = read_file(pod, objects, pod.args.peer_identities or "")
+            rosters[pod.where] = roster_toml
+            for where, text in rosters.items():
+                pinned = _roster(text).get(pod.args.node_id) if text is not None else None
+                if pinned != raw:
+                    problems.append(f"{where}: the roster does not pin {pod.args.node_id}'s identity key")
+    return problems
+
+
+def _roster(text: bytes) -> dict[str, bytes]:
+    from codream.toml_compat import tomllib
+
+    table = tomllib.loads(text.decode()).get("identities", {})
+    return {node: bytes.fromhex(value) for node, value in table.items()}
 
 
 def address_problems(objects: list[dict], coordinator: Pod, nodes: list[Pod]) -> Problems:

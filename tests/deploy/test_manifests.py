@@ -64,7 +64,8 @@ def test_each_overlay_renders_the_same_federation(rendered):
         assert {o["kind"] for o in rendered[overlay]} - {"Secret"} == kinds, overlay
         assert {o["metadata"].get("namespace", "codream") for o in rendered[overlay]} == {"codream"}, overlay
     assert len(rendered["base"]) == 13
-    assert len(rendered["dev"]) == len(rendered["gpu"]) + 2 == len(rendered["base"]) + 2
+    # dev: the two TLS Secrets, the identity keys' Secret and the roster's ConfigMap
+    assert len(rendered["dev"]) == len(rendered["gpu"]) + 4 == len(rendered["base"]) + 4
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -152,9 +153,11 @@ def policy(objects: list[dict], name: str) -> dict:
     return find(objects, "NetworkPolicy", name)
 
 
-def run_toml(objects: list[dict], text: str) -> None:
-    config_map = of_kind(objects, "ConfigMap")[0]
-    config_map["data"]["run.toml"] = config_map["data"]["run.toml"].replace("clients = 4", text)
+def run_toml(objects: list[dict], text: str, old: str = "clients = 4") -> None:
+    """Replaces `old` in run.toml by `text`."""
+    config_map = next(c for c in of_kind(objects, "ConfigMap") if "run.toml" in c["data"])
+    assert old in config_map["data"]["run.toml"], old
+    config_map["data"]["run.toml"] = config_map["data"]["run.toml"].replace(old, text)
 
 
 MUTANTS: dict[str, tuple[Callable[[list[dict]], Any], str]] = {
@@ -237,6 +240,11 @@ MUTANTS: dict[str, tuple[Callable[[list[dict]], Any], str]] = {
     "no DNS": (lambda o: policy(o, "codream-node-egress")["spec"]["egress"].pop(), "reach DNS"),
     "metrics from anywhere": (lambda o: policy(o, "codream-metrics-ingress")["spec"]["ingress"][0]
                               .pop("from"), "ingress rule"),
+    "unauthenticated run": (lambda o: run_toml(o, 'authentication = "auto"',
+                                               old='authentication = "required"'),
+                            "secagg.authentication is 'auto'"),
+    "node without required authentication": (
+        lambda o: set_arg(node(o), "--secagg-authentication", None), "--secagg-authentication is not"),
 }
 
 
@@ -268,6 +276,26 @@ def test_the_pki_checks_catch_a_certificate_for_another_name(rendered, tmp_path)
     assert any("CN 'codream-node-2' is not the node id 'codream-node-1'" in p for p in problems), problems
     assert any("the server certificate does not name codream-coordinator.codream.svc.cluster" in p
                for p in problems), problems
+
+
+def test_dev_pins_every_nodes_identity_key_in_one_roster(rendered):
+    secrets = {s["metadata"]["name"]: s for s in of_kind(rendered["dev"], "Secret")}
+    identity = next(s for name, s in secrets.items() if name.startswith("codream-node-identity-"))
+    assert set(identity["data"]) == {f"codream-node-{i}.identity.key" for i in range(4)}
+    roster = next(c for c in of_kind(rendered["dev"], "ConfigMap") if "identities.toml" in c["data"])
+    assert roster["data"]["identities.toml"].count("\ncodream-node-") == 4  # public keys: a ConfigMap
+    assert "--peer-identities=/etc/codream/roster/identities.toml" in node(rendered["dev"])["args"]
+    assert "--identities=/etc/codream/roster/identities.toml" in coordinator(rendered["dev"])["args"]
+    assert not any(a.startswith("--identity") for a in node(rendered["base"])["args"])  # mTLS-bound
+
+
+def test_the_identity_checks_catch_a_key_of_another_node(rendered, tmp_path):
+    objects = copy.deepcopy(rendered["dev"])
+    assert federation_problems(objects, tmp_path) == []
+    set_arg(node(objects), "--identity-key", "/etc/codream/identity/codream-node-0.identity.key")
+    problems = federation_problems(objects, tmp_path)
+    assert any("--identity-key is not the key its certificate carries" in p for p in problems), problems
+    assert any("the roster does not pin codream-node-1's identity key" in p for p in problems), problems
 
 
 @pytest.mark.parametrize("change", ["no gpu", "cpu device", "cpu image", "no toleration", "extra change",

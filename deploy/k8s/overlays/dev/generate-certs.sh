@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Writes a development PKI into certs/ next to this script, for the dev overlay's
 # secretGenerator: ca.pem, server.pem/.key (SANs: the coordinator Service's DNS names) and
-# codream-node-N.pem/.key (CN = the pod name = the node id). Not for production: the CA key
+# codream-node-N.pem/.key (CN = the pod name = the node id; the certificate carries the node's
+# identity key), codream-node-N.identity.key and identities.toml (the roster the overlay pins,
+# for authenticated secure aggregation). Not for production: the CA key
 # is discarded and the certificates live 30 days; rerun to regenerate (pods then roll).
 #
 # Uses $CODREAM if set, else `codream` on PATH, else the repository's .venv/bin/codream, else
