@@ -36,7 +36,7 @@ CODREAM = {
     "warmup_epochs": 10, "rounds": 3, "local_epochs": 0,
     "dream.batch_size": 256, "dream.global_steps": 25,
     "dream.update_norm": "rms", "dream.bn_reduction": "mean",
-    "distill.epochs": 10, "distill.lr": 0.05,
+    "distill.epochs": 10, "distill.lr": 0.05, "distill.local_loss": "balanced",
     "server_model.steps": 600,
 }
 PROFILES: dict[str, dict[str, Any]] = {
@@ -44,8 +44,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "dataset": "mnist", "clients": 4, "seeds": {"dirichlet:0.5": [0, 1, 2], "iid": [0, 1]},
         "baseline_epochs": 20, "common": COMMON, "codream": CODREAM, "hetero_models": HETERO,
         "ablation": {"partition": "dirichlet:0.5", "seed": 0, "rows": {
-            "short knowledge acquisition (2 epochs, lr 0.01)": {"distill.epochs": 2,
-                                                                "distill.lr": 0.01},
+            "plain local CE in knowledge acquisition": {"distill.local_loss": "ce"},
         }},
         "frontier": {"partition": "dirichlet:0.5", "seed": 0, "rows": {
             "S=8, M=1 (DistAdam)": {"dream.global_steps": 8},

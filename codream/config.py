@@ -17,7 +17,7 @@ from codream.partition import is_valid_scheme as partition_scheme_is_valid
 from codream.server_optimizer import ServerOptimizerConfig
 from codream.soft_labels import MODES as SOFT_LABEL_MODES
 from codream.strategies import STRATEGIES
-from codream.training import DREAM_BN_MODES, OPTIMIZERS, OptimizerConfig
+from codream.training import DREAM_BN_MODES, LOCAL_LOSSES, OPTIMIZERS, OptimizerConfig
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,14 @@ class DistillConfig:
     optimizer: str = "sgd"  # sgd (momentum, weight decay of `train`) or adam
     soft_labels: str = "class_counts"
     dream_bn: str = "batch"  # BN on dreams during distillation: their batch stats, or running
+    local_loss: str = "balanced"  # logit-adjusted by the local class prior, or plain "ce"
+    schedule: str = "constant"  # learning rate within one knowledge acquisition, or "cosine"
+    dream_shift: int = 0  # dreams translated by up to this many pixels whenever a model learns
+                          # from them (clients, server model, student); 0: off
 
     def __post_init__(self) -> None:
+        require(self.local_loss in LOCAL_LOSSES, "distill.local_loss",
+                f"must be one of {', '.join(LOCAL_LOSSES)}, got {self.local_loss!r}")
         require(self.dream_bn in DREAM_BN_MODES, "distill.dream_bn",
                 f"must be one of {', '.join(DREAM_BN_MODES)}, got {self.dream_bn!r}")
         require(self.optimizer in OPTIMIZERS, "distill.optimizer",
@@ -96,6 +102,9 @@ class DistillConfig:
         require(self.epochs >= 0, "distill.epochs", "must be >= 0")
         require(self.dream_batch_size >= 2, "distill.dream_batch_size", "must be >= 2")
         require(self.lr > 0, "distill.lr", "must be > 0")
+        require(self.schedule in ("constant", "cosine"), "distill.schedule",
+                f"must be 'constant' or 'cosine', got {self.schedule!r}")
+        require(self.dream_shift >= 0, "distill.dream_shift", "must be >= 0 (0: off)")
 
 
 @dataclass(frozen=True)

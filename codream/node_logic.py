@@ -41,6 +41,7 @@ from codream.training import (
     OptimizerConfig,
     evaluate,
     knowledge_acquisition,
+    log_class_prior,
     predict_logits,
     train_on_dreams,
     train_supervised,
@@ -151,7 +152,10 @@ class NodeTaskLogic:
     @handles(AcquireKnowledge)
     def _acquire_knowledge(self, task: AcquireKnowledge) -> Reply:
         distill = self.config.distill
-        self.buffer.add(task.dreams.to(self.device), task.logits.to(self.device))
+        # A round's batches arrive together; the buffer counts dream batches, as the server's.
+        batch = self.config.dream.batch_size
+        for dreams, logits in zip(task.dreams.split(batch), task.logits.split(batch), strict=True):
+            self.buffer.add(dreams.to(self.device), logits.to(self.device))
         dreams, logits = self.buffer.tensors()
         train = self.config.train
         recipe = OptimizerConfig(distill.lr, train.momentum, train.weight_decay, train.batch_size,
@@ -160,6 +164,8 @@ class NodeTaskLogic:
             self.model, self.x_train, self.y_train, dreams, logits, distill.epochs, recipe,
             distill.kd_weight, distill.temperature, distill.dream_batch_size, self.generator,
             distill.dream_bn,
+            log_class_prior(self.y_train, logits.shape[1]) if distill.local_loss == "balanced" else None,
+            distill.dream_shift, distill.schedule == "cosine",
         )
         if self.student is not None and self.config.dream.adaptive > 0:
             # The adaptive-teaching student learns from dreams only, like the server model,
@@ -167,7 +173,7 @@ class NodeTaskLogic:
             server = self.config.server_model
             train_on_dreams(self.student, dreams, logits, server.steps,
                             server.optimizer_config(),
-                            distill.temperature, self.generator)
+                            distill.temperature, self.generator, distill.dream_shift)
         return TrainReport(len(self.x_train), loss)
 
     @handles(FedAvgTrain)

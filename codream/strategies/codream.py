@@ -65,11 +65,18 @@ class CoDream(Strategy):
             return {}
         fewest: list[int] = []  # clients summed in each dream step
         excluded: dict[str, str] = {}
+        labelled: list[tuple[torch.Tensor, torch.Tensor]] = []  # (dreams, z̄) per batch
         for b in range(config.dream.batches_per_round):
             dreams = yield from self._synthesise(r, b, fewest, excluded)
-            yield from self._share_knowledge(r, b, dreams)
-        extra: dict[str, Any] = {"dream_steps_summed": int(min(fewest)) if fewest else 0,
-                                 "excluded": excluded}
+            logits = yield from self._soft_labels(r, b, dreams)
+            if logits is not None:
+                labelled.append((dreams, logits))
+        if labelled:
+            yield from self._acquire_knowledge(r, labelled)
+        extra: dict[str, Any] = {
+            "fewest_clients_per_dream_step": int(min(fewest)) if fewest else 0,
+            "excluded": excluded,
+        }
         extra.update(self._train_server_model())
         return extra
 
@@ -96,9 +103,9 @@ class CoDream(Strategy):
             dreams, state = apply_update(config.server_optimizer, state, dreams, delta)
         return dreams
 
-    def _share_knowledge(self, r: int, b: int, dreams: torch.Tensor
-                         ) -> Generator[Broadcast, Replies, None]:
-        """Summed soft labels on the final dreams, then knowledge acquisition on every node."""
+    def _soft_labels(self, r: int, b: int, dreams: torch.Tensor
+                     ) -> Generator[Broadcast, Replies, torch.Tensor | None]:
+        """The summed soft labels z̄ (B, classes) on one batch's final dreams; None if none came."""
         config = self.config
         mode = config.distill.soft_labels
         classes = self.setting.num_classes
@@ -106,14 +113,23 @@ class CoDream(Strategy):
         total = (yield Broadcast(SoftLabels(f"r{r}/b{b}/labels", r, dreams), logits_size)).total
         assert total is not None
         if total.weight <= 0:
-            log.warning("round %d: no soft labels aggregated; batch dropped", r)
-            return
-        logits = aggregated_logits(torch.from_numpy(total.total.astype(np.float32)), total.weight,
-                                   config.dream.batch_size, classes, mode)
-        yield Broadcast(AcquireKnowledge(f"r{r}/b{b}/acquire", r, dreams, logits))
+            log.warning("round %d batch %d: no soft labels aggregated; batch dropped", r, b)
+            return None
+        return aggregated_logits(torch.from_numpy(total.total.astype(np.float32)), total.weight,
+                                 config.dream.batch_size, classes, mode)
+
+    def _acquire_knowledge(self, r: int, labelled: list[tuple[torch.Tensor, torch.Tensor]]
+                           ) -> Generator[Broadcast, Replies, None]:
+        """One knowledge acquisition per round on every node, over all of the round's batches:
+        the buffer then grows by `batches_per_round` batches a round while the distillation
+        cost stays that of one (it is a fixed number of epochs over the local data)."""
+        dreams = torch.cat([d for d, _ in labelled])  # (batches·B, C, H, W)
+        logits = torch.cat([z for _, z in labelled])  # (batches·B, classes)
+        yield Broadcast(AcquireKnowledge(f"r{r}/acquire", r, dreams, logits))
         device = self.setting.device
-        self.server_buffer.add(dreams.to(device), logits.to(device))
-        self.last_dreams = dreams
+        for batch_dreams, batch_logits in labelled:
+            self.server_buffer.add(batch_dreams.to(device), batch_logits.to(device))
+        self.last_dreams = labelled[-1][0]
 
     def _train_server_model(self) -> dict[str, Any]:
         """The server model learns from dreams only; its test accuracy measures dream quality."""
@@ -122,7 +138,8 @@ class CoDream(Strategy):
         server = self.config.server_model
         dreams, logits = self.server_buffer.tensors()
         train_on_dreams(self.server_model, dreams, logits, server.steps, server.optimizer_config(),
-                        self.config.distill.temperature, self.generator)
+                        self.config.distill.temperature, self.generator,
+                        self.config.distill.dream_shift)
         x_test, y_test = self.setting.x_test, self.setting.y_test
         if x_test is None or y_test is None:
             return {}

@@ -72,7 +72,7 @@ def test_metrics_per_round_and_client(runs, strategy):
     assert result.summary["final_mean_client_accuracy"] > 0.5
     if strategy == "codream":
         assert all(0.0 <= m["server_accuracy"] <= 1.0 for m in result.history[1:])
-        assert all(m["dream_steps_summed"] == CLIENTS for m in result.history[1:])
+        assert all(m["fewest_clients_per_dream_step"] == CLIENTS for m in result.history[1:])
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -202,7 +202,7 @@ def test_node_with_nan_updates_is_excluded_and_the_run_finishes(one_thread):
     assert [r.round for r in reports] == [0, 1]
     last = reports[-1].metrics
     assert bad.dream_steps == S  # it was asked every step, and excluded every step
-    assert last["dream_steps_summed"] == CLIENTS - 1
+    assert last["fewest_clients_per_dream_step"] == CLIENTS - 1
     assert set(last["excluded"]) == {"node-1"}
     assert "non-finite" in last["excluded"]["node-1"]
     assert coordinator.last_dreams is not None and torch.isfinite(coordinator.last_dreams).all()
@@ -251,3 +251,34 @@ def test_cli_simulate_writes_the_run_directory(tmp_path, capsys, monkeypatch, on
     assert "final mean client accuracy" in capsys.readouterr().out
     assert {p.name for p in Path(tmp_path / "cli-run").iterdir()} >= {"metrics.json", "config.toml",
                                                                        "accuracy.png"}
+
+
+class _Recording:
+    """An honest node that records the tasks it is sent."""
+
+    def __init__(self, node):
+        self.node = node
+        self.node_id = node.node_id
+        self.tasks = []
+
+    def handle(self, task):
+        self.tasks.append(task)
+        return self.node.handle(task)
+
+
+def test_one_knowledge_acquisition_per_round_over_all_its_dream_batches(one_thread):
+    """Two batches a round: two syntheses and two soft-label sums, then one acquisition carrying
+    both batches; the node's buffer, like the server's, counts them as two dream batches."""
+    config = _config(strategy="codream", rounds=1, warmup_epochs=1,
+                     **{"server_model.steps": 5, "dream.batches_per_round": 2})
+    nodes, coordinator = _federation(config)
+    recording = _Recording(nodes["node-0"])
+    nodes["node-0"] = recording
+    drive(coordinator.run(), nodes)
+    kinds = [type(t).__name__ for t in recording.tasks if t.round == 1]
+    assert kinds.count("DreamStep") == 2 * S and kinds.count("SoftLabels") == 2
+    acquisitions = [t for t in recording.tasks if type(t).__name__ == "AcquireKnowledge"]
+    assert len(acquisitions) == 1 and acquisitions[0].dreams.shape == (2 * B, *DIGIT_SHAPE)
+    assert acquisitions[0].logits.shape == (2 * B, CLASSES)
+    assert recording.node.buffer.num_batches == 2
+    assert coordinator.strategy.server_buffer.num_batches == 2
