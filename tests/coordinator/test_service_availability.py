@@ -133,7 +133,7 @@ def test_floods_of_joins_and_idle_heartbeats_leave_a_secure_run_whole(tmp_path):
     for round_metrics in rounds:
         assert sorted(round_metrics["clients"]) == list(HONEST)
         assert round_metrics.get("excluded", {}) == {}, round_metrics["excluded"]
-    assert rounds[-1]["dream_steps_summed"] == 3
+    assert rounds[-1]["fewest_clients_per_dream_step"] == 3
     assert sorted(summary["final_client_accuracy"]) == list(HONEST)
 
 

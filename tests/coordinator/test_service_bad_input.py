@@ -75,7 +75,7 @@ def finish(served, nodes, intercept=None) -> dict:
 
 def assert_round_intact(last: dict, nodes: list[RawNode]) -> None:
     assert last["excluded"] == {}
-    assert last["dream_steps_summed"] == len(nodes)
+    assert last["fewest_clients_per_dream_step"] == len(nodes)
     assert sorted(last["clients"]) == sorted(n.node_id for n in nodes)
 
 
@@ -693,7 +693,7 @@ def test_a_silent_node_is_left_out_and_the_run_completes(silent_runs, mode):
     assert [sorted(r["clients"]) for r in run["rounds"]] == [["node-0", "node-1"]] * 2
     assert sorted(run["summary"]["final_client_accuracy"]) == ["node-0", "node-1"]
     last = run["rounds"][-1]
-    assert last["dream_steps_summed"] == 2  # both real nodes, in every step
+    assert last["fewest_clients_per_dream_step"] == 2  # both real nodes, in every step
     assert last["bytes"].get("node-2", {"sent": 0})["sent"] == 0  # it never sent anything
     if mode == "clear":
         assert last["excluded"] == {"node-2": "no answer before the deadline"}

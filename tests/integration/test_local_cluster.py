@@ -122,7 +122,7 @@ def test_codream_cluster_with_secure_aggregation_equals_the_simulation(tmp_path)
     assert summary["final_mean_client_accuracy"] == pytest.approx(
         simulated.summary["final_mean_client_accuracy"])
     last = _metrics(tmp_path / "cluster")["rounds"][-1]
-    assert last["dream_steps_summed"] == 4 and last["clipped_elements"] == 0
+    assert last["fewest_clients_per_dream_step"] == 4 and last["clipped_elements"] == 0
     # learning happened: the server model, trained on dreams only, beats chance (0.1) clearly
     assert last["server_accuracy"] > 0.2
 
@@ -162,7 +162,7 @@ def test_a_node_killed_mid_session_is_recovered_and_readmitted_at_the_next_sessi
     assert [m["round"] for m in rounds] == [0, 1, 2, 3, 4]
     # the step it died in still summed the three survivors
     killed_round = next(m for m in rounds if "node-3" in m.get("excluded", {}))
-    assert killed_round["dream_steps_summed"] >= 3
+    assert killed_round["fewest_clients_per_dream_step"] >= 3
     # the restarted node joined again and was admitted when the next session began
     after_kill = coordinator_log.split("node node-3 left the federation", 1)[1]
     assert "node node-3 joined" in after_kill
