@@ -182,6 +182,10 @@ def node_identity(args: argparse.Namespace) -> NodeIdentity:
             except ValueError as error:
                 raise ConfigError(f"--tls-ca: {error}") from None
             return NodeIdentity(derived, ca_pem=Path(args.tls_ca).read_bytes(), required=True)
+        if mode == "auto":
+            log.warning("--tls-cert %s carries no identity key: this node takes part in "
+                        "unauthenticated secure sessions only (give --identity-key/"
+                        "--peer-identities, or a certificate from `codream certs`)", args.tls_cert)
     if mode == "required":
         raise ConfigError("--secagg-authentication required: this node has no identity; give "
                           "--identity-key and --peer-identities, or mTLS (--tls-ca/--tls-cert/"
