@@ -8,7 +8,7 @@ plugs in behind the same interface without the method changing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -40,6 +40,8 @@ class AggregateSum:
     weight: float
     contributors: tuple[str, ...]
     excluded: Mapping[str, str]
+    # how a secure sum was made (graph, degree, threshold, clients); empty for a plain sum
+    protocol: Mapping[str, object] = field(default_factory=dict)
 
     def mean(self) -> np.ndarray:
         if self.weight <= 0:
@@ -61,17 +63,18 @@ def check_contribution(contribution: Contribution, size: int) -> None:
 
 
 class Summer(Protocol):
-    """`task` is the summed task: a secure summer picks its clip by the kind of value."""
+    """`task` is the summed task: a secure summer picks its clip by the kind of value.
+    `members`: the nodes the sum runs among (a sampled round's); None: every node it knows."""
 
-    def sum(self, contributions: Mapping[str, Contribution], size: int, task: Task | None = None
-            ) -> AggregateSum: ...
+    def sum(self, contributions: Mapping[str, Contribution], size: int, task: Task | None = None,
+            members: Sequence[str] | None = None) -> AggregateSum: ...
 
 
 class PlainSummer:
     """In-process sum of validated contributions; invalid ones are excluded with a log line."""
 
-    def sum(self, contributions: Mapping[str, Contribution], size: int, task: Task | None = None
-            ) -> AggregateSum:
+    def sum(self, contributions: Mapping[str, Contribution], size: int, task: Task | None = None,
+            members: Sequence[str] | None = None) -> AggregateSum:
         total = np.zeros(size, dtype=np.float64)
         weight = 0.0
         contributors: list[str] = []

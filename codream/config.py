@@ -7,6 +7,7 @@ mappings and writing TOML is generic and lives in `codream.nested_config`.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -158,7 +159,9 @@ class SecureAggregationConfig:
     """
 
     enabled: bool = True
-    graph: str = "complete"
+    # auto: the complete graph up to `complete_up_to` session members, SecAgg+ above
+    graph: str = "auto"
+    complete_up_to: int = 64
     threshold: int = 0  # 0: the smallest strict majority (tolerates the most dropouts)
     degree: int = 0  # secagg+ only; 0: ~3 log2 n
     steps_per_block: int = 10
@@ -175,8 +178,10 @@ class SecureAggregationConfig:
     def __post_init__(self) -> None:
         require(self.authentication in ("auto", "required", "off"), "secagg.authentication",
                 f"must be 'auto', 'required' or 'off', got {self.authentication!r}")
-        require(self.graph in ("complete", "secagg+"), "secagg.graph",
-                 f"must be 'complete' or 'secagg+', got {self.graph!r}")
+        require(self.graph in ("auto", "complete", "secagg+"), "secagg.graph",
+                 f"must be 'auto', 'complete' or 'secagg+', got {self.graph!r}")
+        require(self.complete_up_to >= 2, "secagg.complete_up_to",
+                f"must be >= 2, got {self.complete_up_to}")
         require(self.threshold >= 0, "secagg.threshold", "must be >= 0 (0: automatic)")
         require(self.degree >= 0 and self.degree % 2 == 0, "secagg.degree", "must be an even int >= 0")
         require(self.steps_per_block >= 1, "secagg.steps_per_block", "must be >= 1")
@@ -201,6 +206,14 @@ class RunConfig:
     # torch threads in every process of the run (simulate, coordinator, each node): a part of
     # the run, so its numbers never depend on the machine's core count
     threads: int = 1
+    # Client sampling (codream.client_sampling): the nodes of each round, drawn from the live ones
+    # with a generator seeded by (seed, round); 0 or 1.0: every live node, a fraction in (0, 1),
+    # or a count >= 2. Every sum of the round runs among them only; the others idle.
+    clients_per_round: float = 0.0
+    min_clients: int = 2  # the fewest a sampled round takes (when that many are live)
+    # who gets knowledge acquisition (FedAvg: the new global parameters), the warm-up and the
+    # evaluation in a sampled round: "all" live nodes, or only the "sampled" ones
+    sampling_reach: str = "all"
     out: str = "runs/latest"
     train: TrainConfig = field(default_factory=TrainConfig)
     dream: DreamConfig = field(default_factory=DreamConfig)
@@ -228,6 +241,7 @@ class RunConfig:
             f"must be 'iid' or 'dirichlet:ALPHA' with ALPHA > 0, got {self.partition!r}",
         )
         require(self.threads >= 1, "threads", f"must be >= 1, got {self.threads}")
+        self._check_sampling()
         require(
             self.weighting in ("samples", "equal"),
             "weighting",
@@ -251,6 +265,22 @@ class RunConfig:
             require(0 <= value < 1, f"server_optimizer.{name}", f"must be in [0, 1), got {value}")
         require(opt.tau > 0, "server_optimizer.tau", f"must be > 0, got {opt.tau}")
         STRATEGIES[self.strategy].check_config(self)
+
+    def _check_sampling(self) -> None:
+        c = self.clients_per_round
+        require(math.isfinite(c) and c >= 0, "clients_per_round",
+                f"must be 0 (every node), a fraction in (0, 1) or a count >= 2, got {c!r}")
+        require(c <= 1 or (c.is_integer() and c <= self.clients), "clients_per_round",
+                f"a count must be a whole number <= clients ({self.clients}), got {c!r}")
+        require(self.min_clients >= 1, "min_clients", f"must be >= 1, got {self.min_clients}")
+        sampling = not (c == 0 or c == 1.0)
+        if sampling:
+            require(self.min_clients <= self.clients, "min_clients",
+                    f"must be <= clients ({self.clients}), got {self.min_clients}")
+            require(not self.secagg.enabled or self.min_clients >= 2, "min_clients",
+                    "must be >= 2 under secure aggregation (a sum hides each update among others)")
+        require(self.sampling_reach in ("all", "sampled"), "sampling_reach",
+                f"must be 'all' or 'sampled', got {self.sampling_reach!r}")
 
     def model_for(self, client_index: int) -> str:
         """Clients take the listed models in turn, so 4 names give 4 architectures."""

@@ -33,12 +33,15 @@ def drive(
     def broadcast(request: Any) -> Any:
         task = request.task
         down = payload_bytes(task)
-        by_node = {node_id: node.handle(task) for node_id, node in nodes.items()}
+        to = None if request.to is None else set(request.to)  # a sampled round's nodes
+        by_node = {node_id: node.handle(task) for node_id, node in nodes.items()
+                   if to is None or node_id in to}
         traffic = {node_id: (down, payload_bytes(reply)) for node_id, reply in by_node.items()}
         total = None
         if request.summed:
             contributions = {k: r for k, r in by_node.items() if isinstance(r, Contribution)}
-            total = summer.sum(contributions, request.size, task)
+            members = None if request.to is None else list(by_node)
+            total = summer.sum(contributions, request.size, task, members)
             skipped = {k: getattr(r, "reason", "no contribution")
                        for k, r in by_node.items() if not isinstance(r, Contribution)}
             if skipped:

@@ -1,7 +1,8 @@
 """What a coordinator round logic yields and receives, and the one loop every transport drives it by.
 
-A round logic is a generator: it yields a `Broadcast` (one task for every live node) and
-receives the `Replies`; after each round it yields a `RoundReport`. It never touches a network,
+A round logic is a generator: it yields a `Broadcast` (one task for every live node, or for
+the subset `to`: the round's sampled nodes) and receives the `Replies`; after each round it
+yields a `RoundReport`. It never touches a network,
 so the in-memory transport and the gRPC coordinator drive the very same object.
 """
 
@@ -14,13 +15,21 @@ from typing import Any
 from codream.aggregation import AggregateSum
 from codream.messages import Reply, Task, kind_of
 
+# Who a strategy's broadcast is for in a sampled round (the round logic turns it into `to`):
+WORK = "work"  # the round's training and every sum: the sampled nodes only
+SHARE = "share"  # what the round learned (knowledge acquisition, new parameters), the warm-up
+#                  and the evaluation: every live node or the sampled ones (`sampling_reach`)
+
 
 @dataclass(frozen=True)
 class Broadcast:
-    """Send one task to every live node; a summed task's replies come back as one AggregateSum."""
+    """Send one task to every live node (or to `to`); a summed task's replies come back as one
+    AggregateSum, summed among those nodes only (their own secure session)."""
 
     task: Task
     size: int = 0  # length of each summed vector
+    audience: str = WORK
+    to: tuple[str, ...] | None = None  # node ids; None: every live node (set by the round logic)
 
     @property
     def summed(self) -> bool:

@@ -33,18 +33,35 @@ def weight_unit(weights: Iterable[float]) -> float:
     return max([float(w) for w in weights if w > 0], default=1.0)
 
 
+def session_graph(settings: SecureAggregationConfig, n_clients: int) -> str:
+    """`graph = "auto"`: the complete graph up to `complete_up_to` members (the strongest
+    collusion bound, and cheap while n is small), SecAgg+'s sparse graph above (a node's cost
+    then grows with log n, not n)."""
+    if settings.graph != "auto":
+        return settings.graph
+    return "complete" if n_clients <= settings.complete_up_to else "secagg+"
+
+
 def session_config(settings: SecureAggregationConfig, n_clients: int, dim: int, clip: float
                    ) -> SecAggConfig:
+    graph = session_graph(settings, n_clients)
     return SecAggConfig(
         n_clients=n_clients,
         dim=dim,
         clip=clip,
         threshold=settings.threshold or None,
-        graph=settings.graph,
-        degree=settings.degree or None,
+        graph=graph,
+        degree=(settings.degree or None) if graph == "secagg+" else None,
         max_weight=1.0,
         steps_per_block=settings.steps_per_block,
     )
+
+
+def protocol_of(config: SecAggConfig) -> dict[str, object]:
+    """What the round metrics record of a secure sum: the graph, a member's neighbours (degree),
+    the shares that rebuild a secret (threshold) and the session's members."""
+    return {"graph": config.graph, "degree": config.neighbourhood_size - 1,
+            "threshold": config.shares_needed, "clients": config.n_clients}
 
 
 def scaled_input(contribution: Contribution | None, dim: int, unit: float) -> tuple[np.ndarray, float]:
@@ -61,8 +78,11 @@ def to_aggregate(
     members: Sequence[str],
     skipped: Mapping[str, str],
     failed: Mapping[str, str] | None = None,
+    protocol: Mapping[str, object] | None = None,
 ) -> AggregateSum:
-    """Back to Σ w_k·v_k and Σ w_k; who dropped or declined is listed with why."""
+    """Back to Σ w_k·v_k and Σ w_k; who dropped or declined is listed with why; `protocol`
+    (`protocol_of`) says how the sum was made."""
+    protocol = dict(protocol or {})
     excluded = dict(failed or {})
     for index in result.dropped:
         excluded.setdefault(members[index], "dropped out of the secure step (recovered)")
@@ -77,5 +97,6 @@ def to_aggregate(
         # a "sum" of one node's update is that update: release nothing
         for node in contributors:
             excluded[node] = f"fewer than {MIN_CONTRIBUTORS} contributors: nothing released"
-        return AggregateSum(np.zeros_like(result.total), 0.0, (), excluded)
-    return AggregateSum(result.total * unit, result.weight * unit, tuple(contributors), excluded)
+        return AggregateSum(np.zeros_like(result.total), 0.0, (), excluded, protocol)
+    return AggregateSum(result.total * unit, result.weight * unit, tuple(contributors), excluded,
+                        protocol)

@@ -73,11 +73,20 @@ class NetworkTransport:
 
         run_round_logic(rounds, self.broadcast, on_report, check)
 
+    def live_nodes(self, round_index: int) -> list[str]:
+        """The round logic's view of who is live at a round's start (it samples from them),
+        after the round's wait for absent nodes."""
+        self._enter_round(round_index)
+        return [m.node_id for m in self.membership.live()]
+
+    def _enter_round(self, round_index: int) -> None:
+        if round_index != self._round:
+            self._round = round_index
+            self._wait_for_absent_nodes()
+
     def broadcast(self, request: Broadcast) -> Replies:
         task = request.task
-        if task.round != self._round:
-            self._round = task.round
-            self._wait_for_absent_nodes()
+        self._enter_round(task.round)
         started = time.perf_counter()
         replies, left_out = self._deliver(request)
         contributors = len(replies.total.contributors) if replies.total is not None else None
@@ -93,11 +102,14 @@ class NetworkTransport:
         message = serde.task_to_proto(task)
         down = payload_bytes(task)
         if request.summed and self.secure is not None:
-            total = self.secure.sum(task, message, request.size)
+            total = self.secure.sum(task, message, request.size, request.to)
             up = {node: payload_bytes_of_contribution(request.size) for node in total.contributors}
             traffic = {node: (down, up.get(node, 0)) for node in self.secure.last_step_members}
             return Replies({}, total, traffic), 0
         members = self.membership.live()
+        if request.to is not None:  # a sampled round: the others idle
+            chosen = set(request.to)
+            members = [m for m in members if m.node_id in chosen]
         entries = []
         for member in members:
             header = pb.Task(task_id=message.task_id, round=message.round)

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from codream.aggregation import AggregateSum
 from codream.config import SecureAggregationConfig
 from codream.messages import Task
-from codream.secure_plan import clip_for, session_config, to_aggregate, weight_unit
+from codream.secure_plan import clip_for, protocol_of, session_config, to_aggregate, weight_unit
 from coordinator.dispatch import Dispatcher, OpenTask
 from coordinator.errors import InvalidMessage, PermissionDenied
 from coordinator.identity_book import IdentityBook
@@ -98,11 +98,14 @@ class SecureRounds:
         self._identities = (identities if isinstance(identities, IdentityBook)
                             else IdentityBook(identities))
 
-    def sum(self, task: Task, message: pb.Task, size: int) -> AggregateSum:
-        """One secure step for `task`; an aborted step sums nothing (weight 0) and ends the session."""
+    def sum(self, task: Task, message: pb.Task, size: int, to: Sequence[str] | None = None
+            ) -> AggregateSum:
+        """One secure step for `task` among the live members, or those of them in `to` (a
+        sampled round's nodes: their own session); an aborted step sums nothing (weight 0) and
+        ends the session."""
         self.last_step_members = []
         try:
-            session = self._session_for(task, size)
+            session = self._session_for(task, size, to)
             if session is None:
                 return AggregateSum(_zeros(size), 0.0, (), {"*": "fewer than 2 members for a secure sum",
                                                             **self._excluded_notes()})
@@ -128,10 +131,14 @@ class SecureRounds:
                 if node not in members}
 
     # ---- session and block set-up ---------------------------------------------------------
-    def _session_for(self, task: Task, size: int) -> Session | None:
+    def _session_for(self, task: Task, size: int, to: Sequence[str] | None = None
+                     ) -> Session | None:
         clip = clip_for(task, self.settings)
         session = self.session
         live = [m for m in self.live_members() if m.node_id not in self.excluded]
+        if to is not None:
+            chosen = set(to)
+            live = [m for m in live if m.node_id in chosen]
         mode = self.settings.authentication
         if mode == "required":
             keyless = [m.node_id for m in live if m.node_id not in self.identities]
@@ -148,7 +155,9 @@ class SecureRounds:
                        if i in session.server.alive and not m.gone]
             enough = len(present) >= session.server.config.threshold
             boundary = session.at_block_start() or task.round != session.round
-            if same and enough and not (newcomers and boundary):
+            # a member of the session outside this sum's nodes (another round's sample): a new one
+            outsiders = {m.member_id for m in present} - {m.member_id for m in live}
+            if same and enough and not (newcomers and boundary) and not outsiders:
                 return session
         if len(live) < 2:
             self.session = None
@@ -249,7 +258,8 @@ class SecureRounds:
         earlier.update(self._excluded_notes(session.node_ids))
         earlier.update({node: "no identity key, and secagg.authentication is required"
                         for node in self.keyless if node not in session.node_ids})
-        return to_aggregate(result, session.unit, session.node_ids, skipped, earlier)
+        return to_aggregate(result, session.unit, session.node_ids, skipped, earlier,
+                            protocol=protocol_of(server.config))
 
     def _consistency(self, session: Session, message: pb.Task, survivors: Sequence[int]) -> list[int]:
         """The ConsistencyCheck: every survivor signs the survivor list; the survivors that

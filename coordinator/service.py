@@ -206,7 +206,7 @@ class CoordinatorService:
                                          "server_accuracy": metrics.get("server_accuracy")}) + "\n")
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        transport.drive(logic.run(), on_report, self.stopping)
+        transport.drive(logic.run(transport.live_nodes), on_report, self.stopping)
         summary: dict[str, Any] = {"strategy": config.strategy, "dataset": config.dataset,
                                    "transport": "grpc", "secure_aggregation": config.secagg.enabled,
                                    "coordinator_run": self.run_id}

@@ -20,7 +20,7 @@ from codream.dream_buffer import DreamBuffer
 from codream.local_dreaming import initial_dreams
 from codream.messages import AcquireKnowledge, DreamStep, SoftLabels, TrainLocal
 from codream.models import build_seeded_model
-from codream.round_protocol import Broadcast, Replies, RoundSteps
+from codream.round_protocol import SHARE, WORK, Broadcast, Replies, RoundSteps
 from codream.server_optimizer import apply_update, init_state
 from codream.soft_labels import aggregated_logits, soft_label_size
 from codream.strategies.base import FederationSetting, Strategy, cpu_copy
@@ -59,8 +59,8 @@ class CoDream(Strategy):
     def round(self, round_index: int) -> RoundSteps:
         r, config = round_index, self.config
         epochs = config.warmup_epochs if r == 0 else config.local_epochs
-        if epochs > 0:
-            yield Broadcast(TrainLocal(f"r{r}/train", r, epochs))
+        if epochs > 0:  # the warm-up reaches as far as what a round shares (sampling_reach)
+            yield Broadcast(TrainLocal(f"r{r}/train", r, epochs), audience=SHARE if r == 0 else WORK)
         if r == 0:
             return {}
         fewest: list[int] = []  # clients summed in each dream step
@@ -125,7 +125,7 @@ class CoDream(Strategy):
         cost stays that of one (it is a fixed number of epochs over the local data)."""
         dreams = torch.cat([d for d, _ in labelled])  # (batches·B, C, H, W)
         logits = torch.cat([z for _, z in labelled])  # (batches·B, classes)
-        yield Broadcast(AcquireKnowledge(f"r{r}/acquire", r, dreams, logits))
+        yield Broadcast(AcquireKnowledge(f"r{r}/acquire", r, dreams, logits), audience=SHARE)
         device = self.setting.device
         for batch_dreams, batch_logits in labelled:
             self.server_buffer.add(batch_dreams.to(device), batch_logits.to(device))

@@ -16,7 +16,7 @@ from codream.messages import FedAvgTrain, LoadParameters
 from codream.models import build_model
 from codream.nested_config import require
 from codream.parameters import state_size
-from codream.round_protocol import Broadcast, RoundSteps, required_sum
+from codream.round_protocol import SHARE, Broadcast, RoundSteps, required_sum
 from codream.strategies.base import FederationSetting, Strategy
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class FedAvg(Strategy):
         task = FedAvgTrain(f"r{r}/fedavg", r, self.config.local_epochs, parameters)
         total = required_sum((yield Broadcast(task, size)), task)
         parameters = total.mean().astype(np.float32)
-        yield Broadcast(LoadParameters(f"r{r}/load", r, parameters))
+        yield Broadcast(LoadParameters(f"r{r}/load", r, parameters), audience=SHARE)
         self.global_parameters = parameters  # θ for the next round, and for checkpoints
         return {"clients_summed": len(total.contributors)}
 

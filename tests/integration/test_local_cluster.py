@@ -127,6 +127,23 @@ def test_codream_cluster_with_secure_aggregation_equals_the_simulation(tmp_path)
     assert last["server_accuracy"] > 0.2
 
 
+def test_a_sampled_codream_cluster_picks_the_simulations_clients_and_equals_it(tmp_path):
+    """3 of 5 nodes a round (seeded by run seed and round), sums among them only, knowledge
+    acquisition and evaluation on all: the cluster draws the simulation's nodes and computes
+    its numbers bit for bit."""
+    args = [*TINY, "--rounds", "2", "--models", "mlp,cnn", "--set", "dream.global_steps=3",
+            "--set", "clients_per_round=3"]
+    with LocalCluster(tmp_path / "cluster", 5, args, node_args=["--device", "cpu"]) as cluster:
+        cluster.start()
+        _finish(cluster)
+    simulated = simulate(_config(args, 5, tmp_path / "sim"))
+    _assert_same_run(tmp_path / "cluster", simulated, range(0, 3))
+    rounds = _metrics(tmp_path / "cluster")["rounds"]
+    assert [m["participants"] for m in rounds] == [m["participants"] for m in simulated.history]
+    assert all(len(m["participants"]) == 3 and len(m["clients"]) == 5 for m in rounds)
+    assert rounds[-1]["fewest_clients_per_dream_step"] == 3
+
+
 def test_fedavg_cluster_over_mtls_with_secure_aggregation(tmp_path):
     args = ["--dataset", "digits", "--strategy", "fedavg", "--rounds", "2", "--models", "mlp"]
     with LocalCluster(tmp_path / "cluster", 3, args, node_args=["--device", "cpu"], tls=True) as cluster:
