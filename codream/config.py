@@ -162,6 +162,10 @@ class SecureAggregationConfig:
     # auto: the complete graph up to `complete_up_to` session members, SecAgg+ above
     graph: str = "auto"
     complete_up_to: int = 64
+    # what auto's sparse graph is sized for (Bell et al. 2020): the fraction of members that may
+    # collude with the coordinator, and that may drop out mid-step
+    corrupt_rate: float = 0.05
+    dropout_rate: float = 0.1
     threshold: int = 0  # 0: the smallest strict majority (tolerates the most dropouts)
     degree: int = 0  # secagg+ only; 0: ~3 log2 n
     steps_per_block: int = 10
@@ -182,6 +186,12 @@ class SecureAggregationConfig:
                  f"must be 'auto', 'complete' or 'secagg+', got {self.graph!r}")
         require(self.complete_up_to >= 2, "secagg.complete_up_to",
                 f"must be >= 2, got {self.complete_up_to}")
+        for name in ("corrupt_rate", "dropout_rate"):
+            value = getattr(self, name)
+            require(0 <= value < 1, f"secagg.{name}", f"must be in [0, 1), got {value}")
+        require(self.corrupt_rate + self.dropout_rate <= 0.9, "secagg.dropout_rate",
+                "corrupt_rate + dropout_rate must be <= 0.9 (no sparse graph survives more), got "
+                f"{self.corrupt_rate} + {self.dropout_rate}")
         require(self.threshold >= 0, "secagg.threshold", "must be >= 0 (0: automatic)")
         require(self.degree >= 0 and self.degree % 2 == 0, "secagg.degree", "must be an even int >= 0")
         require(self.steps_per_block >= 1, "secagg.steps_per_block", "must be >= 1")

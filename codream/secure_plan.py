@@ -16,6 +16,7 @@ from codream.aggregation import AggregateSum, Contribution
 from codream.config import SecureAggregationConfig
 from codream.messages import Task, kind_of
 from secagg import SecAggConfig, StepResult
+from secagg.parameters import sparse_parameters
 
 MIN_CONTRIBUTORS = 2  # a secure sum is released only when it hides each update among others
 
@@ -33,25 +34,36 @@ def weight_unit(weights: Iterable[float]) -> float:
     return max([float(w) for w in weights if w > 0], default=1.0)
 
 
-def session_graph(settings: SecureAggregationConfig, n_clients: int) -> str:
-    """`graph = "auto"`: the complete graph up to `complete_up_to` members (the strongest
-    collusion bound, and cheap while n is small), SecAgg+'s sparse graph above (a node's cost
-    then grows with log n, not n)."""
+def session_graph(settings: SecureAggregationConfig, n_clients: int
+                  ) -> tuple[str, int | None, int | None]:
+    """The graph, degree and threshold of a session of `n_clients` (None: the library's default).
+
+    `graph = "auto"`: the complete graph up to `complete_up_to` members (a deterministic
+    collusion bound; below ~64 members the rates of Bell et al.'s analysis round to no corrupt
+    client at all), above it SecAgg+ with the degree and threshold Bell et al.'s bounds give
+    for `corrupt_rate` and `dropout_rate` (`secagg.parameters`): a node's cost then grows with
+    log n, not n. An explicit `degree` or `threshold` overrides the computed one."""
+    threshold = settings.threshold or None
+    degree = settings.degree or None
     if settings.graph != "auto":
-        return settings.graph
-    return "complete" if n_clients <= settings.complete_up_to else "secagg+"
+        return settings.graph, degree if settings.graph == "secagg+" else None, threshold
+    sparse = (sparse_parameters(n_clients, settings.corrupt_rate, settings.dropout_rate)
+              if n_clients > settings.complete_up_to else None)
+    if sparse is None:
+        return "complete", None, threshold
+    return "secagg+", degree or sparse.degree, threshold or (None if degree else sparse.threshold)
 
 
 def session_config(settings: SecureAggregationConfig, n_clients: int, dim: int, clip: float
                    ) -> SecAggConfig:
-    graph = session_graph(settings, n_clients)
+    graph, degree, threshold = session_graph(settings, n_clients)
     return SecAggConfig(
         n_clients=n_clients,
         dim=dim,
         clip=clip,
-        threshold=settings.threshold or None,
+        threshold=threshold,
         graph=graph,
-        degree=(settings.degree or None) if graph == "secagg+" else None,
+        degree=degree,
         max_weight=1.0,
         steps_per_block=settings.steps_per_block,
     )

@@ -67,3 +67,25 @@ def test_a_sum_addressed_to_the_sampled_nodes_is_their_own_session_and_the_other
     assert all(len(round1[n]) > 3 for n in first)  # keys, shares, masked inputs, unmasking, eval
     assert sorted(evaluated.by_node) == list(NODES)
     assert all("r2/s0" not in pulled[n] for n in NODES if n not in second)
+
+
+def test_auto_picks_the_sparse_graph_above_its_switch_over_size_and_the_sum_stays_exact():
+    sparse = SecureAggregationConfig(enabled=True, graph="auto", complete_up_to=3)
+    with cluster(NODES, sparse) as c:
+        for node in NODES:
+            c.node(node, answer(node), WEIGHTS[node])
+        task = dream_step("r1/s0", shape=(2, 1, 2, 2), round_=1)
+        replies = c.broadcast(Broadcast(task, size=SIZE))
+        small = c.broadcast(Broadcast(dream_step("r2/s0", shape=(2, 1, 2, 2), round_=2), size=SIZE,
+                                      to=("node-0", "node-1", "node-4")))
+    # 5 members > 3: Bell et al.'s degree and threshold for n = 5 (5% and 10% round to none)
+    assert dict(replies.total.protocol) == {"graph": "secagg+", "degree": 2, "threshold": 2,
+                                            "clients": 5}
+    assert dict(small.total.protocol)["graph"] == "complete"  # a sample of 3: complete again
+    assert replies.total.contributors == NODES
+    expected = InProcessSecureSummer(sparse, WEIGHTS).sum({n: answer(n)(task) for n in NODES}, SIZE,
+                                                          task)
+    assert dict(expected.protocol) == dict(replies.total.protocol)
+    np.testing.assert_array_equal(replies.total.total, expected.total)
+    plain = sum(WEIGHTS[n] * (np.arange(SIZE) - 3.5) for n in NODES)
+    np.testing.assert_allclose(replies.total.total, plain, rtol=0, atol=1e-3)
