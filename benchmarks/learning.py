@@ -51,6 +51,8 @@ PROFILES: dict[str, dict[str, Any]] = {
             "S=8, M=3 (FedAdam, local Adam)": {"dream.global_steps": 8, "dream.local_steps": 3,
                                                "dream.local_optimizer": "adam",
                                                "dream.local_lr": 0.1},
+            "S=12, M=1": {"dream.global_steps": 12},
+            "2 batches of S=12 a round": {"dream.global_steps": 12, "dream.batches_per_round": 2},
         }},
     },
     "smoke": {
