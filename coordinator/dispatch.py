@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from coordinator.encoded_tasks import EncodedTask, SharedBody
 from coordinator.errors import InvalidMessage, NotReady, StaleMessage
 from coordinator.membership import Member, Membership
 from protos.codream.v1 import codream_pb2 as pb
@@ -27,7 +28,7 @@ class OpenTask:
     member: Member
     task: pb.Task = field(repr=False)  # this member's task, or just its header with `shared`
     accept: Callable[[pb.TaskResult], Any] = field(repr=False)
-    shared: pb.Task | None = field(default=None, repr=False)  # the body every member gets
+    shared: SharedBody | None = field(default=None, repr=False)  # the body every member gets
     value: Any = None
     done: bool = False
     closed: bool = False
@@ -50,14 +51,22 @@ class Dispatcher:
         self._accepting = threading.RLock()  # accept functions and closing never interleave
         self._queues: dict[str, deque[OpenTask]] = {}
         self._open: dict[tuple[str, int], OpenTask] = {}
+        # Per-membership state (mail, polls, queues) of members that have left is dropped by a
+        # sweep whenever the members seen have doubled since the last, so it never grows with
+        # re-joins (amortised O(1) per new membership).
+        self._members: dict[str, Member] = {}
+        self._sweep_at = 64
         self._sequence = 0
         self._stopped = False
 
     # ---- coordinator side ----------------------------------------------------------------
     def post(self, member: Member, task: pb.Task, accept: Callable[[pb.TaskResult], Any],
-             shared: pb.Task | None = None) -> OpenTask:
-        """`shared`: a body posted to many members is held once, and merged under this member's
-        `task` (its header: ids, sequence, secure step) only when the member pulls it."""
+             shared: SharedBody | pb.Task | None = None) -> OpenTask:
+        """`shared`: a body posted to many members is held (and encoded) once, and this
+        member's `task` (its header: ids, sequence, secure step) is appended to its encoding
+        when the member pulls it."""
+        if isinstance(shared, pb.Task):
+            shared = SharedBody(shared)
         with self._lock:
             self._sequence += 1
             task.sequence = self._sequence
@@ -105,10 +114,29 @@ class Dispatcher:
         mail = self._mail.get(member.member_id)
         if mail is None:
             mail = self._mail[member.member_id] = threading.Condition(self._lock)
+            self._members[member.member_id] = member
+            if len(self._members) > self._sweep_at:
+                self._sweep()
         return mail
 
+    def _sweep(self) -> None:
+        """Forgets members that have left (under the lock). A long poll still waiting on a
+        forgotten mailbox sees its member gone and returns; open tasks stay with their gathers."""
+        for member_id, member in list(self._members.items()):
+            if member.gone:
+                del self._members[member_id]
+                self._mail.pop(member_id, None)
+                self._polls.pop(member_id, None)
+                self._queues.pop(member_id, None)
+        self._sweep_at = max(64, 2 * len(self._members))
+
+    def tracked_members(self) -> int:
+        """Memberships the dispatcher holds state for (bounded: see `_sweep`)."""
+        with self._lock:
+            return len(self._mail)
+
     # ---- node side -----------------------------------------------------------------------
-    def pull(self, member: Member, wait_seconds: float) -> pb.Task | None:
+    def pull(self, member: Member, wait_seconds: float) -> pb.Task | EncodedTask | None:
         """The member's next task, waiting up to `wait_seconds`. One long poll per member: a
         newer one ends the older (empty), so no node can hold many server threads."""
         deadline = self._clock() + max(0.0, wait_seconds)
@@ -119,17 +147,15 @@ class Dispatcher:
             mail.notify_all()  # an older poll of this member sees it is superseded
             while not queue:
                 remaining = deadline - self._clock()
-                superseded = self._polls[member.member_id] != poll
+                superseded = self._polls.get(member.member_id) != poll
                 if remaining <= 0 or self._stopped or member.gone or superseded:
                     return None
                 mail.wait(min(remaining, 1.0))
             entry = queue.popleft()
         if entry.shared is None:
-            task = entry.task
-        else:
-            task = pb.Task()  # built outside the lock: the body may be large
-            task.CopyFrom(entry.shared)
-            task.MergeFrom(entry.task)
+            task: pb.Task | EncodedTask = entry.task
+        else:  # outside the lock: the body's bytes, encoded once, and this member's header
+            task = EncodedTask(entry.shared.data + entry.task.SerializeToString())
         entry.sent_bytes = task.ByteSize()  # what the member is handed, header and body merged
         return task
 

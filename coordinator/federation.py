@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterator
 
 from coordinator.dispatch import Dispatcher
+from coordinator.encoded_tasks import EncodedTask
 from coordinator.errors import InvalidMessage, NotReady
 from coordinator.membership import Membership
 from protos.codream.v1 import codream_pb2 as pb
@@ -79,7 +80,7 @@ class Federation:
                 self.dispatcher.wake()
         return pb.HeartbeatSummary(received=received)
 
-    def pull(self, node_id: str, request: pb.PullTaskRequest) -> pb.Task:
+    def pull(self, node_id: str, request: pb.PullTaskRequest) -> pb.Task | EncodedTask:
         member = self.membership.get(request.member_id, node_id)
         wait = min(max(request.wait_seconds, 0.0), MAX_PULL_WAIT)
         task = self.dispatcher.pull(member, wait)
@@ -90,7 +91,7 @@ class Federation:
         self.dispatcher.submit(member, result)
         return pb.SubmitReply()
 
-    def exchange(self, node_id: str, request: pb.ExchangeRequest) -> pb.Task:
+    def exchange(self, node_id: str, request: pb.ExchangeRequest) -> pb.Task | EncodedTask:
         """Submit, then pull: a refused result raises before anything is pulled."""
         if request.HasField("result"):
             if request.result.member_id != request.pull.member_id:

@@ -46,8 +46,11 @@ class Membership:
         self._index = {node: i for i, node in enumerate(node_ids)}
         self._clock = clock
         self._liveness = liveness_seconds
+        # live memberships by member id (a retired one is dropped: nothing grows with re-joins),
+        # and each node's latest membership
         self._by_member: dict[str, Member] = {}
         self._by_node: dict[str, Member] = {}
+        self.joins = 0  # memberships ever granted (a count, not a map)
         self._lock = threading.Lock()
         self.changed = threading.Condition(self._lock)
         self._departures_expected = False
@@ -65,6 +68,7 @@ class Membership:
             member = Member(node_id, self._index[node_id], secrets.token_hex(16), now, last_seen=now)
             self._by_member[member.member_id] = member
             self._by_node[node_id] = member
+            self.joins += 1
             self.changed.notify_all()
             log.info("node %s joined", node_id)
             return member
@@ -132,7 +136,13 @@ class Membership:
         with self._lock:
             self._departures_expected = True
 
+    def memberships(self) -> int:
+        """Memberships held in the maps (at most one per roster node)."""
+        with self._lock:
+            return len(self._by_member)
+
     def _retire(self, member: Member, why: str) -> None:
         member.gone = True
+        self._by_member.pop(member.member_id, None)  # its messages are stale from now on
         level = logging.INFO if self._departures_expected else logging.WARNING
         log.log(level, "node %s left the federation: %s", member.node_id, why)

@@ -20,6 +20,7 @@ from codream.config import RunConfig
 from codream.messages import Skip, kind_of, payload_bytes
 from codream.round_protocol import Broadcast, Replies, RoundReport, run_round_logic
 from coordinator.dispatch import Dispatcher
+from coordinator.encoded_tasks import SharedBody
 from coordinator.errors import InvalidMessage
 from coordinator.membership import Membership
 from coordinator.run_metrics import CoordinatorMetrics, phase_name
@@ -111,9 +112,10 @@ class NetworkTransport:
             chosen = set(request.to)
             members = [m for m in members if m.node_id in chosen]
         entries = []
+        body = SharedBody(message)  # encoded once for every member
         for member in members:
             header = pb.Task(task_id=message.task_id, round=message.round)
-            entries.append(self.dispatcher.post(member, header, self._acceptor(request), shared=message))
+            entries.append(self.dispatcher.post(member, header, self._acceptor(request), shared=body))
         timeout = self.timeouts.step if request.summed else self.timeouts.task
         done = self.dispatcher.gather(entries, timeout)
         for entry in entries:

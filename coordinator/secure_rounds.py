@@ -26,6 +26,7 @@ from codream.config import SecureAggregationConfig
 from codream.messages import Task
 from codream.secure_plan import clip_for, protocol_of, session_config, to_aggregate, weight_unit
 from coordinator.dispatch import Dispatcher, OpenTask
+from coordinator.encoded_tasks import SharedBody
 from coordinator.errors import InvalidMessage, PermissionDenied
 from coordinator.identity_book import IdentityBook
 from coordinator.membership import Member
@@ -236,7 +237,7 @@ class SecureRounds:
 
         self._round(session, sorted(server.alive), masked_task, MaskedInput,
                     server.receive_masked_input, self.step_timeout, body="masked", also=record_skip,
-                    shared=message)
+                    shared=SharedBody(message))  # the body encoded once for every member
         session.deliveries = {}
         survivors = server.close_inputs()
         if server.config.authenticated:
@@ -281,7 +282,7 @@ class SecureRounds:
                kind: type, receive: Callable[[Any], None], timeout: float, *,
                body: str = "secagg_message",
                also: Callable[[int], Callable[[pb.TaskResult], None]] | None = None,
-               shared: pb.Task | None = None) -> None:
+               shared: SharedBody | None = None) -> None:
         """One secure round: a task to each client index, gathered until `timeout`, counted;
         who does not answer in time is what the library's next close call drops."""
         entries = [self._post(session, index, make_task(index), body, kind, receive,
@@ -291,7 +292,7 @@ class SecureRounds:
 
     def _post(self, session: Session, index: int, task: pb.Task, body: str, kind: type,
               receive: Callable[[Any], None], also: Callable[[pb.TaskResult], None] | None = None,
-              shared: pb.Task | None = None) -> OpenTask:
+              shared: SharedBody | None = None) -> OpenTask:
         member = session.members[index]
 
         def accept(result: pb.TaskResult) -> bool:

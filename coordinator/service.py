@@ -36,6 +36,7 @@ from codream.round_protocol import RoundReport
 from codream.run_outputs import final_summary, partition_summary, write_run_outputs
 from coordinator.checkpoint import config_fingerprint, load_checkpoint, save_checkpoint
 from coordinator.dispatch import Dispatcher
+from coordinator.encoded_tasks import add_coordinator_to_server
 from coordinator.federation import Federation
 from coordinator.identity_book import IdentityBook
 from coordinator.membership import Membership
@@ -45,7 +46,6 @@ from coordinator.security import ServerSecurity, server_credentials
 from coordinator.servicer import Admission, CoordinatorServicer
 from protos.channel_options import server_options
 from protos.codream.v1 import codream_pb2 as pb
-from protos.codream.v1 import codream_pb2_grpc as pb_grpc
 from protos.grpc_metrics import ServerMetricsInterceptor
 from protos.metrics_http import MetricsEndpoint
 
@@ -124,7 +124,7 @@ class CoordinatorService:
         self.identities = IdentityBook(s.identities)
         servicer = CoordinatorServicer(self.federation, s.security, idle_seconds=s.liveness_seconds,
                                        identities=self.identities)
-        pb_grpc.add_CoordinatorServicer_to_server(servicer, self.server)
+        add_coordinator_to_server(servicer, self.server)  # tasks go out as encoded once
         reflection.enable_server_reflection((SERVICE_NAME, reflection.SERVICE_NAME), self.server)
         credentials = server_credentials(s.security)
         address = f"{s.host}:{s.port}"

@@ -116,7 +116,7 @@ def test_floods_of_joins_and_idle_heartbeats_leave_a_secure_run_whole(tmp_path):
             for daemon, thread, _ in daemons:
                 daemon.stop.set()
                 thread.join(CALL_TIMEOUT)
-        memberships = len(served.service.membership._by_member)
+        memberships = served.service.membership.joins
         refused = dict(served.service.admission.refused)
         rounds = metrics(config.out)["rounds"]
 
