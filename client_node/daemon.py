@@ -163,11 +163,13 @@ class NodeDaemon:
 
     def _keep_final_model(self) -> None:
         """The run is complete (a Shutdown is sent only then): the node writes its own trained
-        model, which never leaves it; a failure is logged, the node still leaves cleanly."""
+        model, which never leaves it, and snapshots its final state as the next round's start
+        (for a run extended later); a failure is logged, the node still leaves cleanly."""
         if self._built is None:
             return
         try:
-            write_final_model(self.options, self._built)
+            write_final_model(self.options, self._built)  # records the last round it took part in
+            self._built.snapshots.finish()
         except (OSError, ValueError, RuntimeError) as error:
             log.error("node %s: could not write its trained model: %s", self.options.node_id, error)
 

@@ -99,6 +99,14 @@ class RoundSnapshots:
         self._run = coordinator_run
         return True
 
+    def finish(self) -> None:
+        """The run is complete: its final state becomes the start of the next round, so a run
+        extended with `--rounds` continues from the trained model instead of re-entering the
+        last round from its start (which would lose that round's training)."""
+        self._state = self._capture()
+        self._round, self._run, self._fresh = self._round + 1, None, None
+        self._persist()
+
     def _capture(self) -> dict[str, Any]:
         logic = self.logic
         return {

@@ -69,3 +69,32 @@ def test_a_snapshot_ahead_of_the_coordinator_is_an_earlier_run_and_is_dropped(tm
     assert not snapshots.before_task(0, "new-coordinator")  # no ValueError: a new run
     assert snapshots.round == 0
     assert all(torch.equal(v, initial[k]) for k, v in restarted.model.state_dict().items())
+
+
+def test_a_finished_run_extended_by_more_rounds_continues_from_the_trained_model(tmp_path):
+    """`finish` (on the run's Shutdown) snapshots the final state as the next round's start;
+    a node restarted for an extended run (only `rounds` differs) resumes from it."""
+    import dataclasses
+
+    from client_node.node_setup import snapshot_fingerprint
+
+    path = tmp_path / "node-0.snapshot.pt"
+    node = _node()
+    snapshots = RoundSnapshots(node, path, snapshot_fingerprint(CONFIG, 0))
+    snapshots.before_task(1, "coordinator-1")
+    node.handle(TrainLocal("r1/train", 1, 1))  # the last round's training
+    trained = _state(node)
+    snapshots.finish()
+    assert snapshots.round == 2
+
+    extended = dataclasses.replace(CONFIG, rounds=3)
+    assert snapshot_fingerprint(extended, 0) == snapshot_fingerprint(CONFIG, 0)
+    assert snapshot_fingerprint(extended, 1) != snapshot_fingerprint(CONFIG, 0)
+    other = dataclasses.replace(CONFIG, seed=CONFIG.seed + 1)
+    assert snapshot_fingerprint(other, 0) != snapshot_fingerprint(CONFIG, 0)
+
+    restarted = _node()
+    resumed = RoundSnapshots(restarted, path, snapshot_fingerprint(extended, 0))
+    assert resumed.load() and resumed.round == 2
+    resumed.before_task(2, "coordinator-2")  # the extended run's first new round
+    assert all(torch.equal(v, trained[k]) for k, v in restarted.model.state_dict().items())
