@@ -82,12 +82,21 @@ class Dispatcher:
         entries = list(entries)
         deadline = self._clock() + timeout
         with self._lock:
+            # Each submit wakes the gather: only the entries still waiting are looked at, and
+            # their members' liveness only when the membership changed or a wait timed out
+            # (liveness also lapses with time), so a phase of n members costs O(n) checks per
+            # change, not O(n) per result (O(n^2) a phase at hundreds of nodes).
+            waiting, seen_version, timed_out = entries, None, True
             while True:
-                waiting = [e for e in entries if not e.done and self.membership.is_live(e.member)]
+                waiting = [e for e in waiting if not e.done]
+                version = self.membership.version
+                if timed_out or version != seen_version:
+                    waiting = [e for e in waiting if self.membership.is_live(e.member)]
+                    seen_version = version
                 remaining = deadline - self._clock()
                 if not waiting or remaining <= 0 or self._stopped:
                     break
-                self._changed.wait(min(remaining, 0.25))
+                timed_out = not self._changed.wait(min(remaining, 0.25))
         with self._accepting, self._lock:
             for entry in entries:
                 entry.closed = True

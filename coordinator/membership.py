@@ -51,6 +51,7 @@ class Membership:
         self._by_member: dict[str, Member] = {}
         self._by_node: dict[str, Member] = {}
         self.joins = 0  # memberships ever granted (a count, not a map)
+        self.version = 0  # moves on every join and departure: watchers re-check liveness then
         self._lock = threading.Lock()
         self.changed = threading.Condition(self._lock)
         self._departures_expected = False
@@ -69,6 +70,7 @@ class Membership:
             self._by_member[member.member_id] = member
             self._by_node[node_id] = member
             self.joins += 1
+            self.version += 1
             self.changed.notify_all()
             log.info("node %s joined", node_id)
             return member
@@ -144,5 +146,6 @@ class Membership:
     def _retire(self, member: Member, why: str) -> None:
         member.gone = True
         self._by_member.pop(member.member_id, None)  # its messages are stale from now on
+        self.version += 1
         level = logging.INFO if self._departures_expected else logging.WARNING
         log.log(level, "node %s left the federation: %s", member.node_id, why)
