@@ -67,6 +67,12 @@ class CoordinatorMetrics:
         self.clipped = Counter("codream_clipped_elements_total",
                                "Values clipped to the fixed-point range before secure summing.",
                                registry=r)
+        self.participants = Gauge("codream_round_participants",
+                                  "Nodes sampled for the last completed round (clients_per_round; "
+                                  "every live node when sampling is off).", registry=r)
+        self.secure_degree = Gauge("codream_secure_degree",
+                                   "Neighbours per node in the last round's secure sessions (n - 1 "
+                                   "on the complete graph, k under SecAgg+).", registry=r)
         self._secure_seen = (0, 0)
 
     def track_members(self, live: Callable[[], Iterable[Any]], roster: int) -> None:
@@ -105,5 +111,9 @@ class CoordinatorMetrics:
         for node, values in metrics.get("clients", {}).items():
             self.client_accuracy.labels(node).set(values["accuracy"])
         self.mean_accuracy.set(metrics.get("mean_client_accuracy", float("nan")))
+        self.participants.set(len(metrics.get("participants", metrics.get("clients", {}))))
+        sessions = metrics.get("secure_graph") or []
+        if sessions:
+            self.secure_degree.set(max(int(s["degree"]) for s in sessions))
         if metrics.get("server_accuracy") is not None:
             self.server_accuracy.set(metrics["server_accuracy"])

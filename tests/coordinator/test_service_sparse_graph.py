@@ -24,6 +24,9 @@ def test_a_sampled_run_sums_over_secagg_plus_over_grpc(tmp_path):
         serve(nodes, done=served.finished)
         served.wait_run()
         pulled_by = {n.node_id: set(n.logic.contributions) for n in nodes}
+        registry = served.service.metrics.registry
+        scraped = {name: registry.get_sample_value(name)
+                   for name in ("codream_round_participants", "codream_secure_degree")}
     rounds = metrics(config.out)["rounds"]
     last = rounds[-1]
     sampled = draw_participants(NODES, config.seed, last["round"], 5, 2)
@@ -35,3 +38,4 @@ def test_a_sampled_run_sums_over_secagg_plus_over_grpc(tmp_path):
     steps = {f"r{last['round']}/b0/s{s}" for s in range(3)}
     assert not pulled_by[idle] & steps  # the unsampled node computed no dream step
     assert all(steps <= pulled_by[n] for n in sampled)
+    assert scraped == {"codream_round_participants": 5.0, "codream_secure_degree": 2.0}
