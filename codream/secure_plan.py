@@ -39,8 +39,9 @@ def session_graph(settings: SecureAggregationConfig, n_clients: int
     """The graph, degree and threshold of a session of `n_clients` (None: the library's default).
 
     `graph = "auto"`: the complete graph up to `complete_up_to` members (a deterministic
-    collusion bound; below ~64 members the rates of Bell et al.'s analysis round to no corrupt
-    client at all), above it SecAgg+ with the degree and threshold Bell et al.'s bounds give
+    collusion bound, and cheap while n is small; in a small session the fractions Bell et al.'s
+    analysis assumes round to a handful of clients, none below 20 members at 5%), above it
+    SecAgg+ with the degree and threshold Bell et al.'s bounds give
     for `corrupt_rate` and `dropout_rate` (`secagg.parameters`): a node's cost then grows with
     log n, not n. An explicit `degree` or `threshold` overrides the computed one."""
     threshold = settings.threshold or None
