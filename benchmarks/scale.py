@@ -237,7 +237,8 @@ def measure(spec: str, args: argparse.Namespace) -> dict[str, Any]:
         "coordinator_peak_rss_mib": memory_served["VmHWM"] / 1024,
         "coordinator_rss_mib_before_service": memory_before["VmRSS"] / 1024,
         "coordinator_rss_kib_per_node": (memory_served["VmHWM"] - memory_before["VmRSS"]) / n,
-        "coordinator_cpu_ms_per_node_per_step": 1e3 * sum(r["cpu"] for r in grpc_rows) / steps / n,
+        "coordinator_cpu_ms_per_participant_per_step": (
+            1e3 * sum(r["cpu"] for r in grpc_rows) / steps / participants),
         "bytes_per_node_per_step": {
             "masked_upload": per_node(("dream_step",), "received_bytes"),
             "dream_task_download": per_node(("dream_step",), "sent_bytes"),
