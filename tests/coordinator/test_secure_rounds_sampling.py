@@ -3,14 +3,20 @@
 Grpc-free core (Membership, Dispatcher, NetworkTransport, SecureRounds) with real node task
 runners. A broadcast addressed `to` a subset posts tasks to that subset only, its secure sum is
 a session of exactly those nodes (W their largest weight), bit for bit what the in-process
-summer computes among the same members, and another round's sample starts another session.
+summer computes among the same members, and another round's sample starts another session;
+SecAgg+ (auto above a forced switch-over) and an authenticated sparse session with a dropout
+stay exact.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from transport_helpers import cluster, contribution, dream_step
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from transport_helpers import NoSnapshots, cluster, contribution, dream_step
 
+from client_node.secure_contribution import SecureContribution
+from client_node.task_runner import TaskRunner
 from codream.config import SecureAggregationConfig
 from codream.messages import DreamStep, EvalReport, Evaluate
 from codream.round_protocol import Broadcast
@@ -89,3 +95,51 @@ def test_auto_picks_the_sparse_graph_above_its_switch_over_size_and_the_sum_stay
     np.testing.assert_array_equal(replies.total.total, expected.total)
     plain = sum(WEIGHTS[n] * (np.arange(SIZE) - 3.5) for n in NODES)
     np.testing.assert_allclose(replies.total.total, plain, rtol=0, atol=1e-3)
+
+
+def test_an_authenticated_sparse_session_of_a_sample_recovers_a_dropout_and_stays_exact():
+    """Signed keys and survivor lists, the consistency round (a majority of the sample), a
+    SecAgg+ neighbourhood, one sampled node silent at its masked input: the others' sum."""
+    nodes = tuple(f"node-{i}" for i in range(8))
+    weights = {n: 1.0 + i for i, n in enumerate(nodes)}
+    keys = {n: Ed25519PrivateKey.generate() for n in nodes}
+    roster = {n: k.public_key() for n, k in keys.items()}
+    sample = nodes[:6]
+    silent = "node-2"
+    sparse = SecureAggregationConfig(enabled=True, graph="auto", complete_up_to=4)
+
+    def reply(node):
+        def answer(task):
+            return contribution(weights[node] * np.full(SIZE, 0.5 + int(node[-1])), weights[node])
+        return answer
+
+    def silent_at_its_masked_input(node, task, result):
+        return [] if node.node_id == silent and task.WhichOneof("body") == "dream_step" else [result]
+
+    with cluster(nodes, sparse) as c:
+        c.transport.secure.identities = {n: roster[n].public_bytes_raw() for n in nodes}
+        for node in nodes:
+            thread = c.node(node, reply(node), weights[node], start=False,
+                            intercept=silent_at_its_masked_input)
+            secure = SecureContribution(node, identity_key=keys[node], peer_identities=roster)
+            thread.runner = TaskRunner(node, thread.logic, NoSnapshots(), secure=secure)
+            thread.start()
+
+        def answer_then_time_out():
+            for node in sample:
+                if node != silent:
+                    c.nodes[node].wait_until(lambda n: any(
+                        r.task_id == "r1/s0" for r in n.accepted()))
+            c.time_out(61.0)  # past the step deadline: the silent node is a dropout
+
+        replies = c.broadcast(Broadcast(dream_step("r1/s0", shape=(2, 1, 2, 2), round_=1),
+                                        size=SIZE, to=sample), while_waiting=answer_then_time_out)
+        session = c.transport.secure.session
+        assert session is not None and session.server.config.authenticated
+    total = replies.total
+    assert dict(total.protocol) == {"graph": "secagg+", "degree": 2, "threshold": 2, "clients": 6}
+    contributors = tuple(n for n in sample if n != silent)
+    assert total.contributors == contributors and silent in total.excluded
+    expected = sum(weights[n] * (0.5 + int(n[-1])) for n in contributors)
+    np.testing.assert_allclose(total.total, np.full(SIZE, expected), rtol=0, atol=1e-4)
+    assert total.weight == pytest.approx(sum(weights[n] for n in contributors), abs=1e-4)
