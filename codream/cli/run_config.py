@@ -14,7 +14,7 @@ from codream.toml_compat import tomllib
 
 # Flags that map straight onto top-level config fields (None: not given, keep lower layers).
 SIMPLE_FLAGS = ("strategy", "dataset", "clients", "partition", "models", "seed", "rounds",
-                "warmup_epochs", "local_epochs", "device", "threads", "out")
+                "warmup_epochs", "local_epochs", "device", "threads", "clients_per_round", "out")
 PREFIX = "CODREAM_"
 # CODREAM_* variables that belong to a process, not to the run: `codream node` reads its token
 # from one, and a shell that exports it for the node must not break `simulate` or a coordinator.
@@ -78,7 +78,8 @@ def load_run_config(
 
 _METAVARS = {"strategy": "NAME", "dataset": "SPEC", "clients": "K", "partition": "SCHEME",
              "models": "NAMES", "seed": "N", "rounds": "N", "warmup_epochs": "EPOCHS",
-             "local_epochs": "EPOCHS", "device": "DEVICE", "threads": "N", "out": "DIR"}
+             "local_epochs": "EPOCHS", "device": "DEVICE", "threads": "N",
+             "clients_per_round": "N|FRACTION", "out": "DIR"}
 
 
 def _default(name: str) -> str:
@@ -112,6 +113,8 @@ def add_config_flags(parser: argparse.ArgumentParser, without: Collection[str] =
     flag("device", "auto | cpu | cuda | cuda:N")
     flag("threads", "torch threads in every process of the run; part of the run: another count "
          "gives other bits", type=int)
+    flag("clients_per_round", "nodes sampled per round: a count, a fraction in (0, 1), or 0 for "
+         "every node (min_clients, sampling_reach: --set)", type=float)
     flag("out", "run directory")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any config field by dotted name, e.g. dream.global_steps=20 "

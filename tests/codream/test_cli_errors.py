@@ -92,6 +92,13 @@ CASES = {
         [*SIMULATE, "--clients", "500"],
         ("--clients: cannot give each of 500 clients min_client_size=10 training samples: digits has "
          "1437", "use fewer clients or a smaller --set min_client_size=N")),
+    "more clients per round than clients": Case(
+        [*SIMULATE, "--clients-per-round", "9"],
+        ("codream simulate: error: --clients-per-round: a count must be a whole number <= clients "
+         "(4), got 9.0",)),
+    "an unknown masking graph": Case(
+        [*SIMULATE, "--set", "secagg.graph=sparse"],
+        ("--set secagg.graph: must be 'auto', 'complete' or 'secagg+', got 'sparse'",)),
     "unknown model": Case(
         [*SIMULATE, "--models", "cnn,resnet99"],
         ("--models: unknown model 'resnet99'; registered: cnn, mlp, resnet8, vgg, wide_cnn",)),
