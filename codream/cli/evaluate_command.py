@@ -11,7 +11,14 @@ import argparse
 import json
 from typing import Any
 
-from codream.cli.model_files import SPLITS, describe, measure, open_dataset, open_model
+from codream.cli.model_files import (
+    SPLITS,
+    add_model_argument,
+    describe,
+    measure,
+    open_dataset,
+    open_model,
+)
 from codream.cli.parsing import add_command
 
 
@@ -30,8 +37,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def add_evaluate_command(commands: Any) -> argparse.ArgumentParser:
     parser = add_command(commands, "evaluate", "a trained model's accuracy and loss on a data set")
-    parser.add_argument("model", metavar="MODEL", help="a model file (RUN/models/NODE.pt, "
-                        "RUN/models/server.pt, or what `codream distill` wrote)")
+    add_model_argument(parser)
     parser.add_argument("--dataset", required=True, metavar="SPEC",
                         help="digits | mnist | npz:PATH | torchvision:NAME[?root=DIR], as simulate's")
     parser.add_argument("--split", choices=SPLITS, default="test",

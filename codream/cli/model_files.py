@@ -15,6 +15,12 @@ from codream.training import evaluate
 SPLITS = ("test", "train")
 
 
+def add_model_argument(parser: Any) -> None:
+    """The MODEL positional that evaluate and predict share, with one help text."""
+    parser.add_argument("model", metavar="MODEL", help="a model file (RUN/models/NODE.pt, "
+                        "RUN/models/server.pt, or what `codream distill` wrote)")
+
+
 def open_model(path: str, device: str, what: str = "MODEL") -> ModelArtifact:
     """The model artifact at `path` on `device`; ConfigError naming `what` when it cannot be."""
     torch_device = preflight.check_device(device, "--device")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from codream.atomic_files import atomic_write
-from codream.cli.model_files import open_model
+from codream.cli.model_files import add_model_argument, open_model
 from codream.cli.parsing import add_command
 from codream.config import ConfigError
 
@@ -79,8 +79,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def add_predict_command(commands: Any) -> argparse.ArgumentParser:
     parser = add_command(commands, "predict", "a trained model's class and probabilities per image")
-    parser.add_argument("model", metavar="MODEL", help="a model file (RUN/models/NODE.pt, "
-                        "RUN/models/server.pt, or what `codream distill` wrote)")
+    add_model_argument(parser)
     parser.add_argument("--input", required=True, metavar="FILE.npz",
                         help="an .npz with the raw images (as a data set's x), normalised by the model")
     parser.add_argument("--array", default="x", metavar="NAME", help="the images' array in --input")
