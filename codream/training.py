@@ -45,6 +45,10 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
+def _batches_per_epoch(n: int, batch_size: int) -> int:
+    return max(1, -(-n // batch_size))
+
+
 def _cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int
                      ) -> torch.optim.lr_scheduler.LRScheduler:
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
@@ -63,12 +67,8 @@ def train_supervised(
     if epochs <= 0 or len(x) == 0:
         return float("nan")
     optimizer = make_optimizer(model, config)
-    batches_per_epoch = max(1, -(-len(x) // config.batch_size))
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * batches_per_epoch)
-        if cosine
-        else None
-    )
+    batches_per_epoch = _batches_per_epoch(len(x), config.batch_size)
+    scheduler = _cosine_schedule(optimizer, epochs * batches_per_epoch) if cosine else None
     model.train()
     last = float("nan")
     for _ in range(epochs):
@@ -239,7 +239,7 @@ def knowledge_acquisition(
     if epochs <= 0:
         return float("nan")
     optimizer = make_optimizer(model, config)
-    scheduler = _cosine_schedule(optimizer, epochs * max(1, -(-len(x) // config.batch_size))
+    scheduler = _cosine_schedule(optimizer, epochs * _batches_per_epoch(len(x), config.batch_size)
                                  ) if cosine else None
     model.train()
     last = float("nan")
