@@ -17,7 +17,7 @@ from client_node.node_options import NodeOptions
 from client_node.round_snapshot import RoundSnapshots
 from client_node.secure_contribution import SecureContribution
 from client_node.task_runner import TaskRunner
-from codream.config import ConfigError, RunConfig, build, to_toml
+from codream.config import ConfigError, RunConfig, build, computation_of, to_toml
 from codream.data import load_dataset
 from codream.devices import resolve_device
 from codream.identity_certificates import load_certificates
@@ -81,8 +81,7 @@ def snapshot_fingerprint(config: RunConfig, node_index: int) -> str:
     """What ties a node's snapshot to a run: its node index and what each round computes.
     `rounds` is left out, so a finished run extended by more rounds keeps its snapshots (as the
     coordinator's checkpoint does), and so are `device` and `out`, which say where, not what."""
-    canonical = dataclasses.replace(config, rounds=0, device="auto", out="")
-    return hashlib.sha256(f"{node_index}\n{to_toml(canonical)}".encode()).hexdigest()
+    return hashlib.sha256(f"{node_index}\n{to_toml(computation_of(config))}".encode()).hexdigest()
 
 
 def build_from_join(options: NodeOptions, run_config_toml: str, node_index: int,

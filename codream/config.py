@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from codream.dream_objective import BatchNormStatistics, DreamLossWeights
 from codream.local_dreaming import UPDATE_NORMS, LocalDreamConfig
@@ -295,6 +295,16 @@ class RunConfig:
     def model_for(self, client_index: int) -> str:
         """Clients take the listed models in turn, so 4 names give 4 architectures."""
         return self.models[client_index % len(self.models)]
+
+
+# Fields that say where a run computes or writes, or how long it runs, not what a round computes:
+# moving a run or extending it keeps its identity (coordinator checkpoints, node snapshots).
+NOT_COMPUTATION = ("device", "out", "rounds")
+
+
+def computation_of(config: RunConfig) -> RunConfig:
+    """`config` with the NOT_COMPUTATION fields reset: what identifies a run's computation."""
+    return replace(config, device=RunConfig.device, out=RunConfig.out, rounds=RunConfig.rounds)
 
 
 __all__ = ["ConfigError", "RunConfig", "build", "dotted", "merge", "to_dict", "to_toml"]

@@ -12,7 +12,6 @@ it with more rounds (never fewer than it has completed).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -22,12 +21,9 @@ import numpy as np
 import torch
 
 from codream.atomic_files import atomic_write
-from codream.config import RunConfig, to_dict, to_toml
+from codream.config import NOT_COMPUTATION, RunConfig, computation_of, to_dict, to_toml
 
 FORMAT = "codream.coordinator-checkpoint/1"
-# Fields that choose where a run computes or writes, or how long it runs, not what each round
-# computes.
-_NOT_COMPUTATION = {"device": RunConfig.device, "out": RunConfig.out, "rounds": RunConfig.rounds}
 _ABSENT = "(absent)"
 
 
@@ -55,9 +51,9 @@ class Checkpointable(Protocol):
 def config_fingerprint(config: RunConfig) -> ConfigFingerprint:
     """sha256 of the config's TOML with `device`, `out` and `rounds` reset: moving a run, or
     extending it, keeps its identity."""
-    canonical = dataclasses.replace(config, **_NOT_COMPUTATION)
+    canonical = computation_of(config)
     digest = hashlib.sha256(to_toml(canonical).encode("utf-8")).hexdigest()
-    fields = {k: v for k, v in _flat(to_dict(config)).items() if k not in _NOT_COMPUTATION}
+    fields = {k: v for k, v in _flat(to_dict(config)).items() if k not in NOT_COMPUTATION}
     return ConfigFingerprint(digest, fields, config.rounds)
 
 
