@@ -3,7 +3,10 @@
 The daemon only moves messages; everything a node computes for a task happens here, so it can
 be tested against a real secagg server in process. A task the node cannot run becomes a Skip
 with the reason (the coordinator decides what a skip means); under secure aggregation a node
-that cannot contribute still masks zeros with weight 0, so it stays in the session.
+that cannot contribute still masks zeros with weight 0, so it stays in the session, while a
+node that will not take part in the session (its checks of SecAggBegin, the members' identities
+or a key directory failed) answers that round with a Skip, its explicit refusal, which makes it
+a dropout of that session at once.
 """
 
 from __future__ import annotations
@@ -84,7 +87,10 @@ class TaskRunner:
         except Exception as error:  # a node answers every task; the coordinator decides
             expected = isinstance(error, (SecAggError, SecureTaskError, serde.WireError))
             reason = f"{type(error).__name__}: {error}"
-            log.warning("node %s round %d: skipping %s task %s: %s", self.node_id, task.round,
+            # Under secure aggregation the Skip is the node's refusal: the coordinator counts it
+            # out of the session at once instead of waiting for the round's timeout.
+            what = "refusing" if kind in SECAGG_TASKS or task.HasField("secure") else "skipping"
+            log.warning("node %s round %d: %s %s task %s: %s", self.node_id, task.round, what,
                         kind, task.task_id, reason, exc_info=not expected)
             out.skip.reason = reason  # replaces whatever body was half set
         return out

@@ -6,7 +6,10 @@ of the session (the library recovers it); a node that (re)joins waits for the ne
 Each result is checked before the library sees it: the sender must hold the client index
 it claims, so one node can never speak for another. A node the library proves to have cheated
 (a revealed share that is not the one it was dealt, or shares it dealt that do not rebuild what
-it advertised) is left out of every later session of the run.
+it advertised) is left out of every later session of the run. A node that refuses a round
+(it answers with a Skip: its checks of the session parameters or of the members' identities
+failed, or it is in another session) is a dropout of this session at once, so the round does
+not wait out its timeout for it; its reason is logged (sanitised and capped).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class Session:
     identity_keys: list[bytes] = field(default_factory=list)  # by client index; empty: unauthenticated
     identity_certificates: list[bytes] = field(default_factory=list)  # DER by client index (or b"")
     deliveries: dict[int, bytes] = field(default_factory=dict)  # client index -> ShareDelivery
+    refused: dict[str, str] = field(default_factory=dict)  # node id -> why it refused (sanitised)
 
     @property
     def node_ids(self) -> list[str]:
@@ -118,9 +122,10 @@ class SecureRounds:
             if isinstance(error, ReconstructionFailed) and error.client is not None and self.session:
                 self._exclude(self.session.members[error.client].node_id,
                               "dealt shares that do not rebuild the secret it advertised")
+            refusals = _refusal_notes(self.session) if self.session is not None else {}
             self.session = None
             return AggregateSum(_zeros(size), 0.0, (), {"*": f"secure step aborted: {error}",
-                                                        **self._excluded_notes()})
+                                                        **refusals, **self._excluded_notes()})
 
     def _exclude(self, node_id: str, why: str) -> None:
         if node_id not in self.excluded:
@@ -256,6 +261,7 @@ class SecureRounds:
             log.warning("%s: %d elements clipped to ±%g", message.task_id, result.clipped, session.clip)
         earlier = {session.members[i].node_id: "left the secure session before this step"
                    for i in server.dropped if i not in result.dropped}
+        earlier.update(_refusal_notes(session, result.survivors))
         earlier.update(self._excluded_notes(session.node_ids))
         earlier.update({node: "no identity key, and secagg.authentication is required"
                         for node in self.keyless if node not in session.node_ids})
@@ -296,6 +302,9 @@ class SecureRounds:
         member = session.members[index]
 
         def accept(result: pb.TaskResult) -> bool:
+            if result.WhichOneof("body") == "skip":  # the node refuses: out of this session now
+                _refuse(session, index, task.task_id, result.skip.reason)
+                return False
             if result.WhichOneof("body") != body:
                 raise InvalidMessage(f"{task.task_id}: expected a {body} result under secure "
                                      f"aggregation, got {result.WhichOneof('body')}")
@@ -319,6 +328,26 @@ class SecureRounds:
             return True
 
         return self.dispatcher.post(member, task, accept, shared)
+
+
+def _refuse(session: Session, index: int, task_id: str, reason: str) -> None:
+    """Records that client `index` refused `task_id`. Nothing else is needed: the library's
+    next close call drops a client that did not answer, and the refusal has answered the
+    dispatcher, so the round goes on as soon as the others are in."""
+    node = session.members[index].node_id
+    why = printable(reason or "no reason given")
+    if node not in session.refused:
+        log.warning("%s: node %s refused secure session %s and is a dropout of it: %s", task_id,
+                    node, session.server.session_id.hex()[:8], why)
+    session.refused.setdefault(node, why)
+
+
+def _refusal_notes(session: Session, survivors: Sequence[int] = ()) -> dict[str, str]:
+    """Why each node that refused a round of the session is missing from its sum (a survivor
+    that refused only to unmask is still in the sum: its input was masked and counted)."""
+    counted = {session.members[i].node_id for i in survivors}
+    return {node: f"refused the secure session: {why}" for node, why in session.refused.items()
+            if node not in counted}
 
 
 def _zeros(size: int) -> np.ndarray:
