@@ -26,6 +26,7 @@ from client_node.node_setup import BuildLogic, BuiltNode, SetupError, build_from
 from client_node.task_runner import TaskRunner, is_shutdown
 from protos import serde
 from protos.codream.v1 import codream_pb2 as pb
+from protos.refusals import refusal_of
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +107,11 @@ class NodeDaemon:
             raise _join_error(error) from None
         built = self._build(joined)
         logic = built.logic
-        self._call(stub.Ready, pb.ReadyRequest(
+        self._ready(stub, pb.ReadyRequest(
             member_id=joined.member_id, weight=logic.weight, num_samples=len(logic.x_train),
             model=built.config.model_for(joined.node_index), device=str(logic.device),
-            resumed_round=built.snapshots.round), "Ready", self.options.call_timeout)
+            resumed_round=built.snapshots.round, input_shape=logic.x_train.shape[1:],
+            num_classes=logic.num_classes))
         self.backoff.reset()
         log.info("node %s: joined run %s as %s (index %d), resuming after round %d", node_id,
                  joined.coordinator_run, joined.member_id, joined.node_index,
@@ -122,6 +124,16 @@ class NodeDaemon:
         finally:
             self.observer.left()
             heartbeat.close()
+
+    def _ready(self, stub: Any, request: pb.ReadyRequest) -> None:
+        """Ready; a final refusal (data that does not fit the federation, or a node too old to
+        say) stops the node with the coordinator's message, anything else re-joins."""
+        try:
+            self._retry_busy(lambda: stub.Ready(request, timeout=self.options.call_timeout))
+        except grpc.RpcError as error:
+            if refusal_of(error) is not None:
+                raise _Exit(EXIT_CONFIG, f"Ready refused: {error.details() or error.code()}") from None
+            raise _Rejoin(f"Ready: {_describe(error)}") from None
 
     def _build(self, joined: pb.JoinReply) -> BuiltNode:
         key = (joined.run_config_toml, joined.node_index)
@@ -267,12 +279,6 @@ class NodeDaemon:
                 if code not in (_Code.UNAVAILABLE, _Code.DEADLINE_EXCEEDED) or attempt == attempts:
                     raise _Rejoin(f"SubmitResult: {_describe(error)}") from None
             self._sleep(retry.next_delay())
-
-    def _call(self, method: Any, request: Any, what: str, timeout: float) -> Any:
-        try:
-            return self._retry_busy(lambda: method(request, timeout=timeout))
-        except grpc.RpcError as error:
-            raise _Rejoin(f"{what}: {_describe(error)}") from None
 
 
 def _join_error(error: grpc.RpcError) -> Exception:

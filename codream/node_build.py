@@ -51,5 +51,6 @@ def build_node(
     if strategy_named(config.strategy).node_needs_student(config):
         student = build_seeded_model(name, shape, classes, init_seed(config, index) + 104_729)
     return NodeTaskLogic(
-        node_id(index), model, data, config, device, seed=config.seed * 10_007 + index, student=student
+        node_id(index), model, data, config, device, seed=config.seed * 10_007 + index, student=student,
+        num_classes=classes,
     )

@@ -85,8 +85,10 @@ class NodeTaskLogic:
         device: torch.device,
         seed: int,
         student: nn.Module | None = None,
+        num_classes: int = 0,
     ):
         self.node_id = node_id
+        self.num_classes = num_classes  # its data set's (0: not known), reported at Ready
         self.config = config
         self.device = device
         self.model = model.to(device)

@@ -32,3 +32,13 @@ class InvalidMessage(CoordinatorError):
 
 class NotReady(CoordinatorError):
     """The federation cannot serve this yet or any more (shutting down, not started)."""
+
+
+class Misfit(CoordinatorError):
+    """The node's data does not fit the federation's (input shape, classes), or the node cannot
+    say (it predates the fields). A retry with the same node cannot fix it: `refusal` marks the
+    status as final for the node (`protos.refusals`), which then stops instead of re-joining."""
+
+    def __init__(self, message: str, refusal: str) -> None:
+        super().__init__(message)
+        self.refusal = refusal

@@ -11,9 +11,10 @@ import logging
 import math
 from collections.abc import Iterator
 
+from coordinator.data_fit import FederationData, offered_shape
 from coordinator.dispatch import Dispatcher
 from coordinator.encoded_tasks import EncodedTask
-from coordinator.errors import InvalidMessage, NotReady
+from coordinator.errors import InvalidMessage, Misfit, NotReady
 from coordinator.membership import Membership
 from protos.codream.v1 import codream_pb2 as pb
 from protos.serde import PROTOCOL, printable
@@ -25,8 +26,9 @@ MAX_PULL_WAIT = 30.0
 
 class Federation:
     def __init__(self, membership: Membership, dispatcher: Dispatcher, run_config_toml: str,
-                 heartbeat_seconds: float):
+                 heartbeat_seconds: float, data: FederationData | None = None):
         self.membership = membership
+        self.data = data or FederationData()  # none given: the first ready node fixes the shape
         self.dispatcher = dispatcher
         self.run_config_toml = run_config_toml
         self.heartbeat_seconds = heartbeat_seconds
@@ -51,6 +53,13 @@ class Federation:
             raise InvalidMessage(f"weight must be finite and > 0, got {request.weight}")
         if request.num_samples < 0:
             raise InvalidMessage(f"num_samples must be >= 0, got {request.num_samples}")
+        member = self.membership.get(request.member_id, node_id)  # a stale one: join again
+        try:
+            self.data.admit(node_id, offered_shape(node_id, request.input_shape, request.num_classes))
+        except Misfit as misfit:
+            # final: the node stops, and its id is free at once for a node with fitting data
+            self.membership.leave(member, f"refused at Ready: {misfit}")
+            raise
         # the node's own words go into logs and metrics: no control characters, bounded
         self.membership.ready(request.member_id, node_id, request.weight, request.num_samples,
                               printable(request.model), printable(request.device))

@@ -96,6 +96,13 @@ class Membership:
         log.info("node %s ready: %d samples, model %s on %s", node_id, num_samples, model, device)
         return member
 
+    def leave(self, member: Member, why: str) -> None:
+        """Ends the membership now (the coordinator refused it for good); its node may join again."""
+        with self._lock:
+            if not member.gone:
+                self._retire(member, why)
+            self.changed.notify_all()
+
     def heartbeat(self, member: Member, open_: bool) -> None:
         with self._lock:
             member.last_seen = self._clock()

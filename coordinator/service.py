@@ -35,6 +35,7 @@ from codream.round_logic import build_coordinator
 from codream.round_protocol import RoundReport
 from codream.run_outputs import final_summary, partition_summary, write_run_outputs
 from coordinator.checkpoint import config_fingerprint, load_checkpoint, save_checkpoint
+from coordinator.data_fit import DataShape, FederationData
 from coordinator.dispatch import Dispatcher
 from coordinator.encoded_tasks import add_coordinator_to_server
 from coordinator.federation import Federation
@@ -81,6 +82,14 @@ class CoordinatorSettings:
     identities: Mapping[str, bytes] = field(default_factory=dict)
 
 
+def run_data_shape(config: RunConfig) -> DataShape:
+    """The federation's data shape: the run's data set's, which the coordinator loads anyway (the
+    partition summary, the server model's test split; cached, so `run` does not read it again),
+    so nodes are checked against it from the first Ready on (`coordinator.data_fit`)."""
+    dataset = load_dataset(config.dataset)
+    return DataShape(dataset.input_shape, dataset.num_classes)
+
+
 class CoordinatorService:
     def __init__(self, config: RunConfig, settings: CoordinatorSettings):
         self.config = config
@@ -93,7 +102,7 @@ class CoordinatorService:
         self.membership = Membership(roster, liveness_seconds=settings.liveness_seconds)
         self.dispatcher = Dispatcher(self.membership, self.run_id)
         self.federation = Federation(self.membership, self.dispatcher, to_toml(config),
-                                     settings.heartbeat_seconds)
+                                     settings.heartbeat_seconds, FederationData(run_data_shape(config)))
         self.health = health.HealthServicer()
         self.metrics = CoordinatorMetrics()
         self.metrics.track_members(self.membership.live, len(roster))

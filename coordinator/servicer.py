@@ -18,13 +18,14 @@ from typing import Any
 
 import grpc
 
-from coordinator.errors import CoordinatorError
+from coordinator.errors import CoordinatorError, Misfit
 from coordinator.federation import Federation
 from coordinator.identity_book import IdentityBook
 from coordinator.security import ServerSecurity, authenticate
 from coordinator.status import status_for
 from protos.codream.v1 import codream_pb2 as pb
 from protos.codream.v1 import codream_pb2_grpc as pb_grpc
+from protos.refusals import refusal_metadata
 from protos.serde import printable
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             # a refusal may quote what the caller sent: one line, bounded, in the log and status
             detail = printable(error, DETAIL_LIMIT)
             log.info("%s refused (%s): %s", method, code.name, detail)
+            if isinstance(error, Misfit):  # final: the node stops instead of re-joining
+                context.set_trailing_metadata(refusal_metadata(error.refusal))
             context.abort(code, detail)
 
     def Join(self, request, context):

@@ -7,6 +7,7 @@ import grpc
 from coordinator.errors import (
     AlreadyMember,
     InvalidMessage,
+    Misfit,
     NotReady,
     PermissionDenied,
     StaleMessage,
@@ -31,6 +32,7 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (AlreadyMember, grpc.StatusCode.ALREADY_EXISTS),
     (StaleMessage, grpc.StatusCode.FAILED_PRECONDITION),
+    (Misfit, grpc.StatusCode.FAILED_PRECONDITION),
     (InvalidMessage, grpc.StatusCode.INVALID_ARGUMENT),
     (NotReady, grpc.StatusCode.UNAVAILABLE),
     (WireError, grpc.StatusCode.INVALID_ARGUMENT),

@@ -47,6 +47,7 @@ from protos.serde import PROTOCOL
 CALL_TIMEOUT = 30.0  # generous: the machine is small and shared
 RUN_TIMEOUT = 120.0
 DIGITS_CLASSES = 10
+DIGITS_SHAPE = (1, 8, 8)  # one digits image's (C, H, W), reported at Ready
 DREAM_SIZE = 8 * 1 * 8 * 8  # dream.batch_size x digits' (C, H, W)
 Code = grpc.StatusCode
 
@@ -125,10 +126,12 @@ class RawNode:
         self.heartbeat_seconds = reply.heartbeat_seconds or 2.0
         return reply
 
-    def ready(self, weight: float | None = None) -> None:
+    def ready(self, weight: float | None = None, input_shape: tuple[int, ...] = DIGITS_SHAPE,
+              num_classes: int = DIGITS_CLASSES) -> None:
         self.stub.Ready(pb.ReadyRequest(member_id=self.member_id, num_samples=10, model="mlp",
                                         device="cpu", resumed_round=-1,
-                                        weight=self.logic.weight if weight is None else weight),
+                                        weight=self.logic.weight if weight is None else weight,
+                                        input_shape=input_shape, num_classes=num_classes),
                         timeout=CALL_TIMEOUT)
 
     def start_heartbeat(self) -> None:

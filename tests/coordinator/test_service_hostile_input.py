@@ -113,7 +113,8 @@ def test_a_model_name_with_a_newline_cannot_forge_a_log_line(secure, caplog):
     with caplog.at_level(logging.INFO):
         secure.service.federation.ready(  # what the servicer hands on for the Ready call
             "node-0", pb.ReadyRequest(member_id=node.member_id, weight=1.0, num_samples=1,
-                                      model=forged, device="cpu\r\nforged"))
+                                      model=forged, device="cpu\r\nforged",
+                                      input_shape=(1, 8, 8), num_classes=10))
     member = secure.service.membership.get(node.member_id)
     assert "\n" not in member.model and "\u202e" not in member.model
     assert len(member.model) < 300 and member.model.startswith("mlp2030-01-01")

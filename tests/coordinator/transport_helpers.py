@@ -111,7 +111,8 @@ class NodeThread:
         reply = federation.join(self.node_id, pb.JoinRequest(node_id=self.node_id, protocol=PROTOCOL))
         self.member_id = reply.member_id
         federation.ready(self.node_id, pb.ReadyRequest(member_id=self.member_id, weight=self.weight,
-                                                       num_samples=10, model="mlp", device="cpu"))
+                                                       num_samples=10, model="mlp", device="cpu",
+                                                       input_shape=(1, 8, 8), num_classes=10))
         return self
 
     def start(self) -> NodeThread:

@@ -39,20 +39,24 @@ class JoinReply(_message.Message):
     def __init__(self, member_id: _Optional[str] = ..., coordinator_run: _Optional[str] = ..., run_config_toml: _Optional[str] = ..., node_index: _Optional[int] = ..., heartbeat_seconds: _Optional[float] = ...) -> None: ...
 
 class ReadyRequest(_message.Message):
-    __slots__ = ("member_id", "weight", "num_samples", "model", "device", "resumed_round")
+    __slots__ = ("member_id", "weight", "num_samples", "model", "device", "resumed_round", "input_shape", "num_classes")
     MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     RESUMED_ROUND_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
     member_id: str
     weight: float
     num_samples: int
     model: str
     device: str
     resumed_round: int
-    def __init__(self, member_id: _Optional[str] = ..., weight: _Optional[float] = ..., num_samples: _Optional[int] = ..., model: _Optional[str] = ..., device: _Optional[str] = ..., resumed_round: _Optional[int] = ...) -> None: ...
+    input_shape: _containers.RepeatedScalarFieldContainer[int]
+    num_classes: int
+    def __init__(self, member_id: _Optional[str] = ..., weight: _Optional[float] = ..., num_samples: _Optional[int] = ..., model: _Optional[str] = ..., device: _Optional[str] = ..., resumed_round: _Optional[int] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ...) -> None: ...
 
 class ReadyReply(_message.Message):
     __slots__ = ()
