@@ -168,6 +168,13 @@ class SecureAggregationConfig:
     dropout_rate: float = 0.1
     threshold: int = 0  # 0: the smallest strict majority (tolerates the most dropouts)
     degree: int = 0  # secagg+ only; 0: ~3 log2 n
+    # c: members that may collude with an ACTIVE coordinator (authenticated sessions). The
+    # threshold is raised to floor((m + c)/2) + 1 per neighbourhood of m (complete: m = n), so
+    # they cannot help it collect both of an honest member's secrets, and a session needs
+    # c + 2 members; auto's SecAgg+ degree grows to keep t reachable. 0: the strict majority,
+    # which stops the coordinator alone (and one accomplice at even m) and tolerates the most
+    # dropouts; each unit of c costs about half a dropout.
+    colluding_nodes: int = 0
     steps_per_block: int = 10
     dream_clip: float = 10.0
     logits_clip: float = 100.0
@@ -194,6 +201,10 @@ class SecureAggregationConfig:
                 f"{self.corrupt_rate} + {self.dropout_rate}")
         require(self.threshold >= 0, "secagg.threshold", "must be >= 0 (0: automatic)")
         require(self.degree >= 0 and self.degree % 2 == 0, "secagg.degree", "must be an even int >= 0")
+        require(self.colluding_nodes >= 0, "secagg.colluding_nodes",
+                f"must be an int >= 0, got {self.colluding_nodes}")
+        require(not (self.colluding_nodes and self.threshold), "secagg.colluding_nodes",
+                "sizes the threshold itself; leave secagg.threshold at 0 (automatic)")
         require(self.steps_per_block >= 1, "secagg.steps_per_block", "must be >= 1")
         for name in ("dream_clip", "logits_clip", "parameters_clip"):
             require(getattr(self, name) > 0, f"secagg.{name}", "must be > 0")
@@ -251,6 +262,9 @@ class RunConfig:
             f"must be 'iid' or 'dirichlet:ALPHA' with ALPHA > 0, got {self.partition!r}",
         )
         require(self.threads >= 1, "threads", f"must be >= 1, got {self.threads}")
+        require(not self.secagg.enabled or self.clients >= self.secagg.colluding_nodes + 2,
+                "secagg.colluding_nodes", f"{self.secagg.colluding_nodes} needs at least "
+                f"{self.secagg.colluding_nodes + 2} clients (2 honest ones), got {self.clients}")
         self._check_sampling()
         require(
             self.weighting in ("samples", "equal"),

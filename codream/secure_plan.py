@@ -8,6 +8,7 @@ bound every element. The fixed-point sum is exact, so both transports agree bit 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -16,9 +17,15 @@ from codream.aggregation import AggregateSum, Contribution
 from codream.config import SecureAggregationConfig
 from codream.messages import Task, kind_of
 from secagg import SecAggConfig, StepResult
-from secagg.parameters import sparse_parameters
+from secagg.parameters import collusion_threshold, sparse_parameters
 
 MIN_CONTRIBUTORS = 2  # a secure sum is released only when it hides each update among others
+
+
+def fewest_members(settings: SecureAggregationConfig) -> int:
+    """The smallest session worth running: 2, and c + 2 with `colluding_nodes` = c, since c
+    accomplices subtract their own inputs from a sum of fewer honest members than 2."""
+    return MIN_CONTRIBUTORS + settings.colluding_nodes
 
 
 def clip_for(task: Task, settings: SecureAggregationConfig) -> float:
@@ -43,12 +50,16 @@ def session_graph(settings: SecureAggregationConfig, n_clients: int
     analysis assumes round to a handful of clients, none below 20 members at 5%), above it
     SecAgg+ with the degree and threshold Bell et al.'s bounds give
     for `corrupt_rate` and `dropout_rate` (`secagg.parameters`): a node's cost then grows with
-    log n, not n. An explicit `degree` or `threshold` overrides the computed one."""
+    log n, not n. An explicit `degree` or `threshold` overrides the computed one.
+    `colluding_nodes` = c sizes SecAgg+ for an active coordinator with c accomplices (a larger
+    degree, so that t >= floor((k + 1 + c)/2) + 1 stays within the surviving neighbours);
+    `session_config` raises every graph's threshold to that bound."""
     threshold = settings.threshold or None
     degree = settings.degree or None
     if settings.graph != "auto":
         return settings.graph, degree if settings.graph == "secagg+" else None, threshold
-    sparse = (sparse_parameters(n_clients, settings.corrupt_rate, settings.dropout_rate)
+    sparse = (sparse_parameters(n_clients, settings.corrupt_rate, settings.dropout_rate,
+                                colluding=settings.colluding_nodes)
               if n_clients > settings.complete_up_to else None)
     if sparse is None:
         return "complete", None, threshold
@@ -57,8 +68,15 @@ def session_graph(settings: SecureAggregationConfig, n_clients: int
 
 def session_config(settings: SecureAggregationConfig, n_clients: int, dim: int, clip: float
                    ) -> SecAggConfig:
+    """The secagg config of a session of `n_clients`; with `colluding_nodes` = c the threshold
+    is at least floor((m + c)/2) + 1 per neighbourhood of m (complete graph: floor((n + c)/2)
+    + 1), so c accomplices of an active coordinator cannot hold t shares of both of an honest
+    member's secrets. ValueError for fewer members than `fewest_members`."""
+    if n_clients < fewest_members(settings):
+        raise ValueError(f"a session of {n_clients} members is below the {fewest_members(settings)} "
+                         f"that secagg.colluding_nodes = {settings.colluding_nodes} needs")
     graph, degree, threshold = session_graph(settings, n_clients)
-    return SecAggConfig(
+    config = SecAggConfig(
         n_clients=n_clients,
         dim=dim,
         clip=clip,
@@ -68,13 +86,31 @@ def session_config(settings: SecureAggregationConfig, n_clients: int, dim: int, 
         max_weight=1.0,
         steps_per_block=settings.steps_per_block,
     )
+    needed = collusion_threshold(config.neighbourhood_size, settings.colluding_nodes)
+    if settings.colluding_nodes and config.shares_needed < needed:
+        config = dataclasses.replace(config, threshold=needed)
+    return config
+
+
+def colluding_tolerated(config: SecAggConfig) -> int:
+    """The most members that can collude with an active coordinator while every input stays
+    private (authenticated sessions, secagg/README.md): c < 2t - m, m the neighbourhood (the
+    coordinator may place all of them in one), or c < 2q - n, q the certification quorum (two
+    survivor lists cannot both be certified)."""
+    return max(2 * config.shares_needed - config.neighbourhood_size,
+               2 * config.certification_quorum - config.n_clients) - 1
 
 
 def protocol_of(config: SecAggConfig) -> dict[str, object]:
     """What the round metrics record of a secure sum: the graph, a member's neighbours (degree),
-    the shares that rebuild a secret (threshold) and the session's members."""
-    return {"graph": config.graph, "degree": config.neighbourhood_size - 1,
-            "threshold": config.shares_needed, "clients": config.n_clients}
+    the shares that rebuild a secret (threshold) and the session's members; an authenticated
+    session also the accomplices of an active coordinator it stays private against
+    (`colluding_tolerated`; an unauthenticated one has no such bound)."""
+    protocol: dict[str, object] = {"graph": config.graph, "degree": config.neighbourhood_size - 1,
+                                   "threshold": config.shares_needed, "clients": config.n_clients}
+    if config.authenticated:
+        protocol["colluding_nodes"] = colluding_tolerated(config)
+    return protocol
 
 
 def scaled_input(contribution: Contribution | None, dim: int, unit: float) -> tuple[np.ndarray, float]:

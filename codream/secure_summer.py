@@ -22,6 +22,7 @@ from codream.config import SecureAggregationConfig
 from codream.messages import Task
 from codream.secure_plan import (
     clip_for,
+    fewest_members,
     protocol_of,
     scaled_input,
     session_config,
@@ -59,9 +60,10 @@ class InProcessSecureSummer:
             chosen = set(members)
             session = [node for node in self.members if node in chosen]
             unit = weight_unit(self.weights[node] for node in session)
-        if len(session) < 2:
+        fewest = fewest_members(self.settings)  # 2, or c + 2 with c colluding nodes
+        if len(session) < fewest:
             return AggregateSum(np.zeros(size), 0.0, (),
-                                {"*": "fewer than 2 members for a secure sum"})
+                                {"*": f"fewer than {fewest} members for a secure sum"})
         skipped: dict[str, str] = {}
         inputs, weights = {}, {}
         for index, node in enumerate(session):

@@ -27,7 +27,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from codream.aggregation import AggregateSum
 from codream.config import SecureAggregationConfig
 from codream.messages import Task
-from codream.secure_plan import clip_for, protocol_of, session_config, to_aggregate, weight_unit
+from codream.secure_plan import (
+    clip_for,
+    fewest_members,
+    protocol_of,
+    session_config,
+    to_aggregate,
+    weight_unit,
+)
 from coordinator.dispatch import Dispatcher, OpenTask
 from coordinator.encoded_tasks import SharedBody
 from coordinator.errors import InvalidMessage, PermissionDenied
@@ -112,8 +119,10 @@ class SecureRounds:
         try:
             session = self._session_for(task, size, to)
             if session is None:
-                return AggregateSum(_zeros(size), 0.0, (), {"*": "fewer than 2 members for a secure sum",
-                                                            **self._excluded_notes()})
+                fewest = fewest_members(self.settings)
+                return AggregateSum(_zeros(size), 0.0, (),
+                                    {"*": f"fewer than {fewest} members for a secure sum",
+                                     **self._excluded_notes()})
             if session.at_block_start():
                 self._set_up_block(session)
             return self._step(session, message)
@@ -165,7 +174,7 @@ class SecureRounds:
             outsiders = {m.member_id for m in present} - {m.member_id for m in live}
             if same and enough and not (newcomers and boundary) and not outsiders:
                 return session
-        if len(live) < 2:
+        if len(live) < fewest_members(self.settings):  # 2, or c + 2 with c colluding nodes
             self.session = None
             return None
         config = session_config(self.settings, len(live), size, clip)

@@ -8,6 +8,17 @@ has t corrupt neighbours (security), and (3) every client keeps t surviving neig
 be unmasked); each bad event is bounded by 2^-security resp. 2^-correctness over all n clients
 (union bound). This searches the smallest even k meeting all three and picks the smallest valid
 t, raised to a strict majority of the neighbourhood, which this library's sessions require.
+
+Against an *active* coordinator colluding with `colluding` corrupt clients (the authenticated
+sessions' threat, secagg/README.md) the threshold must also satisfy 2t - (k + 1) > c_u, c_u the
+corrupt clients in a victim's neighbourhood of k + 1: the coordinator can certify two survivor
+lists with their help and split the honest neighbours between them, one list asking b-shares
+of the victim and the other its s_sk-shares; honest holders each answer one list, so it
+collects t of both only if (k + 1 - c_u) + 2 c_u >= 2t. That is the condition Bonawitz et al.
+2017 prove their active-adversary setting under (t > 2n/3 with fewer than n/3 corrupt, on the
+complete graph, satisfies it) and Bell et al. 2020 size their malicious variant by. Here the
+coordinator draws the graph seed (the session id), so it may place every accomplice next to
+the victim: c_u is taken as min(colluding, k), not as a hypergeometric tail.
 Pure Python (lgamma), no scipy; results are cached per argument tuple.
 """
 
@@ -62,11 +73,23 @@ def _check_rates(corrupt_rate: float, dropout_rate: float) -> None:
                          f"{corrupt_rate}, {dropout_rate}")
 
 
+def collusion_threshold(neighbourhood: int, colluding: int) -> int:
+    """The smallest t of a neighbourhood of `neighbourhood` members (itself and its neighbours)
+    with 2t - neighbourhood > min(colluding, neighbourhood - 1): an active coordinator with that
+    many accomplices in the neighbourhood cannot collect t shares of both of a member's
+    secrets. With colluding = 0 it is the strict majority floor(m/2) + 1."""
+    if colluding < 0:
+        raise ValueError(f"colluding must be >= 0, got {colluding}")
+    return (neighbourhood + min(colluding, neighbourhood - 1)) // 2 + 1
+
+
 def threshold_for(n: int, k: int, corrupt_rate: float, dropout_rate: float,
-                  security: int = SECURITY_BITS, correctness: int = CORRECTNESS_BITS) -> int | None:
+                  security: int = SECURITY_BITS, correctness: int = CORRECTNESS_BITS,
+                  colluding: int = 0) -> int | None:
     """The smallest valid threshold for degree k, or None when k is too small: the honest
-    survivors may be disconnected, or no t lies above the corrupt neighbours' count (t1) and
-    at or below the surviving neighbours' count (t2) with the required probabilities."""
+    survivors may be disconnected, or no t lies above the corrupt neighbours' count (t1), above
+    the active coordinator's bound for `colluding` accomplices (`collusion_threshold`) and at
+    or below the surviving neighbours' count (t2) with the required probabilities."""
     corrupt = math.floor((corrupt_rate + _EPS) * n)
     survivors = math.ceil((1 - dropout_rate - _EPS) * n)
     bad = corrupt + math.floor((dropout_rate + _EPS) * n)
@@ -91,19 +114,21 @@ def threshold_for(n: int, k: int, corrupt_rate: float, dropout_rate: float,
             t2 = j
             break
         below += survive_pmf[j]
-    threshold = max(t1 + 1, 2, (k + 1) // 2 + 1)  # a strict majority of k + 1
+    threshold = max(t1 + 1, 2, collusion_threshold(k + 1, colluding))  # >= a strict majority
     return threshold if threshold <= t2 else None
 
 
 @lru_cache(maxsize=256)
 def sparse_parameters(n: int, corrupt_rate: float = 0.05, dropout_rate: float = 0.1,
-                      security: int = SECURITY_BITS, correctness: int = CORRECTNESS_BITS
-                      ) -> SparseParameters | None:
-    """The smallest even degree (and its threshold) for n clients; None when only a degree of
-    n - 1 or more would do (then the complete graph is the answer)."""
+                      security: int = SECURITY_BITS, correctness: int = CORRECTNESS_BITS,
+                      colluding: int = 0) -> SparseParameters | None:
+    """The smallest even degree (and its threshold) for n clients, `colluding` of them working
+    with an active coordinator (0: a semi-honest one, Bell et al.'s main setting); None when
+    only a degree of n - 1 or more would do (then the complete graph is the answer)."""
     _check_rates(corrupt_rate, dropout_rate)
     for k in range(2, n - 1, 2):
-        threshold = threshold_for(n, k, corrupt_rate, dropout_rate, security, correctness)
+        threshold = threshold_for(n, k, corrupt_rate, dropout_rate, security, correctness,
+                                  colluding)
         if threshold is not None:
             return SparseParameters(k, threshold)
     return None

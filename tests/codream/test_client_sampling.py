@@ -97,7 +97,7 @@ def test_codream_sums_only_among_the_sampled_nodes_and_reaches_all_with_what_it_
             continue
         assert metrics["fewest_clients_per_dream_step"] == 3
         assert metrics["secure_graph"] == [{"graph": "complete", "degree": 2, "threshold": 2,
-                                            "clients": 3}]
+                                            "clients": 3, "colluding_nodes": 0}]
         idle = set(metrics["bytes"]) - set(_expected(r))
         for node in idle:  # received knowledge acquisition and evaluation, sent no dream update
             assert metrics["bytes"][node]["sent"] < 1000, metrics["bytes"][node]

@@ -120,3 +120,27 @@ def test_required_authentication_leaves_out_a_member_without_an_identity_key():
         assert replies.total.contributors == ("node-0", "node-1")
         assert built.nodes["node-2"].accepted() == []  # never asked to take part
         assert "no identity key" in replies.total.excluded["node-2"]
+
+
+def test_colluding_nodes_raises_the_sessions_threshold_and_needs_c_plus_two_members():
+    """secagg.colluding_nodes = 1 at n = 3: t = floor((3 + 1)/2) + 1 = 3 (not 2), recorded in
+    the sum's protocol with the bound it holds; with only two of the three nodes present the
+    setting asks for 3 members, so the two release nothing."""
+    settings = SecureAggregationConfig(enabled=True, graph="complete", colluding_nodes=1)
+    for present, expected in ((NODES, 3), (NODES[:2], None)):
+        with cluster(NODES, settings) as built:
+            built.transport.secure.identities = {n: _raw(n) for n in NODES}
+            for node in present:
+                thread = built.node(node, _logic(node), 1.0, start=False)
+                secure = SecureContribution(node, identity_key=KEYS[node], peer_identities=ROSTER)
+                thread.runner = TaskRunner(node, thread.logic, NoSnapshots(), secure=secure)
+                thread.start()
+            replies = built.broadcast(Broadcast(dream_step("d0"), size=SIZE))
+            session = built.transport.secure.session
+        if expected is None:
+            assert session is None and replies.total.weight == 0.0
+            assert replies.total.excluded == {"*": "fewer than 3 members for a secure sum"}
+            continue
+        assert session is not None and session.server.config.threshold == expected
+        np.testing.assert_allclose(replies.total.total, np.full(SIZE, 6.0), atol=1e-5)
+        assert dict(replies.total.protocol)["colluding_nodes"] == 2  # 2t - n = 3 > 2

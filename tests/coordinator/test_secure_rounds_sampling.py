@@ -10,6 +10,8 @@ stay exact.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -89,8 +91,9 @@ def test_auto_picks_the_sparse_graph_above_its_switch_over_size_and_the_sum_stay
                                             "clients": 5}
     assert dict(small.total.protocol)["graph"] == "complete"  # a sample of 3: complete again
     assert replies.total.contributors == NODES
-    expected = InProcessSecureSummer(sparse, WEIGHTS).sum({n: answer(n)(task) for n in NODES}, SIZE,
-                                                          task)
+    unauthenticated = dataclasses.replace(sparse, authentication="off")  # as the cluster's session
+    expected = InProcessSecureSummer(unauthenticated, WEIGHTS).sum(
+        {n: answer(n)(task) for n in NODES}, SIZE, task)
     assert dict(expected.protocol) == dict(replies.total.protocol)
     np.testing.assert_array_equal(replies.total.total, expected.total)
     plain = sum(WEIGHTS[n] * (np.arange(SIZE) - 3.5) for n in NODES)
@@ -137,7 +140,8 @@ def test_an_authenticated_sparse_session_of_a_sample_recovers_a_dropout_and_stay
         session = c.transport.secure.session
         assert session is not None and session.server.config.authenticated
     total = replies.total
-    assert dict(total.protocol) == {"graph": "secagg+", "degree": 2, "threshold": 2, "clients": 6}
+    assert dict(total.protocol) == {"graph": "secagg+", "degree": 2, "threshold": 2, "clients": 6,
+                                    "colluding_nodes": 1}  # 2q - n = 2 (q = 4 of 6): c < 2
     contributors = tuple(n for n in sample if n != silent)
     assert total.contributors == contributors and silent in total.excluded
     expected = sum(weights[n] * (0.5 + int(n[-1])) for n in contributors)

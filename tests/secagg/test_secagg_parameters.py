@@ -9,6 +9,7 @@ from secagg.parameters import (
     SparseParameters,
     _hypergeometric_pmf,
     _log_disconnected,
+    collusion_threshold,
     sparse_parameters,
     threshold_for,
 )
@@ -65,3 +66,31 @@ def test_bad_rates_are_refused(corrupt, dropout):
 
 def test_hypergeometric_sums_to_one():
     assert sum(_hypergeometric_pmf(100, 30, 12)) == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("m", range(2, 40))
+def test_the_collusion_threshold_is_the_smallest_t_with_2t_minus_m_above_the_accomplices(m):
+    for c in range(0, m):
+        t = collusion_threshold(m, c)
+        assert 2 * t - m > min(c, m - 1) and t <= m
+        assert t - 1 <= m // 2 or 2 * (t - 1) - m <= min(c, m - 1)  # and no smaller t does
+    assert collusion_threshold(m, 0) == m // 2 + 1  # the strict majority
+
+
+@pytest.mark.parametrize("c", [1, 2, 5, 10])
+def test_an_active_coordinator_with_accomplices_needs_more_neighbours_and_a_larger_threshold(c):
+    for n in (65, 128, 512, 1000):
+        base, active = sparse_parameters(n), sparse_parameters(n, colluding=c)
+        assert active.degree >= base.degree and active.threshold > base.threshold
+        m = active.degree + 1
+        assert 2 * active.threshold - m > c  # every accomplice next to the victim: still short
+        assert threshold_for(n, active.degree, 0.05, 0.1, colluding=c) == active.threshold
+        assert all(threshold_for(n, k, 0.05, 0.1, colluding=c) is None
+                   for k in range(2, active.degree, 2))  # the smallest degree that allows it
+        survivors = _hypergeometric_pmf(n, math.ceil(0.9 * n), active.degree)
+        assert sum(survivors[: active.threshold]) <= 2**-20 / n  # still unmaskable
+
+
+def test_the_active_parameters_are_pinned():
+    assert sparse_parameters(512, colluding=1) == SparseParameters(36, 20)
+    assert sparse_parameters(512, colluding=5) == SparseParameters(44, 26)
