@@ -94,6 +94,9 @@ class SecureContribution:
             raise ValueError(f"the roster's identity key for {node_id} is not this node's")
         self.params: SessionParams | None = None
         self.client: SecAggClient | None = None
+        if self.requires_authentication:  # which trust the node's sessions rest on, once
+            log.info("node %s takes part only in authenticated secure sessions: %s", node_id,
+                     self._mode())
 
     @property
     def session_id(self) -> bytes | None:

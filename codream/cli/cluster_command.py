@@ -103,7 +103,9 @@ def add_cluster_command(commands: Any) -> argparse.ArgumentParser:
                         help="node processes (sets clients)")
     parser.add_argument("--node-device", default="auto", metavar="DEVICE",
                         help="auto | cpu | cuda | cuda:N for every node")
-    parser.add_argument("--tls", action="store_true", help="mTLS with a generated dev PKI")
+    parser.add_argument("--tls", action="store_true",
+                        help="mTLS with a generated dev PKI; secure aggregation authenticated by "
+                        "the identity keys the node certificates carry (mTLS-bound)")
     run_directory.add_force_flag(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_cluster)

@@ -1,8 +1,12 @@
 """`codream cluster`: a coordinator and N node daemons as real processes on 127.0.0.1.
 
 Each process logs to its own file under RUN_DIR/logs; credentials (bearer tokens, and a dev PKI
-with --tls, whose Ed25519 identity keys and roster make secure aggregation authenticated) are
-generated per cluster under RUN_DIR/secrets with 0600 files. The coordinator binds port 0 and
+with --tls, whose node certificates carry the nodes' Ed25519 identity keys and so make secure
+aggregation authenticated, mTLS-bound: each node checks its peers' certificates against the CA,
+as `codream node` does by default with mTLS files) are generated per cluster under
+RUN_DIR/secrets with 0600 files. The PKI's pinned roster (identities.toml) is written but not
+handed out: pass `--identities` / `--identity-key --peer-identities` in coordinator_args and
+node_args for that mode. The coordinator binds port 0 and
 reports its ports in a ready file, so clusters never collide on ports. The same object backs the
 integration tests: it can SIGKILL and restart any process, and it always tears everything down.
 """
@@ -83,7 +87,7 @@ class LocalCluster:
         if self.tls:
             pki = self.secrets / "pki"
             args += ["--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
-                     "--tls-client-ca", str(pki / "ca.pem"), "--identities", str(pki / "identities.toml")]
+                     "--tls-client-ca", str(pki / "ca.pem")]  # identities: from the certificates
         process = self._spawn("coordinator", args)
         deadline = time.monotonic() + timeout
         while not ready.is_file():
@@ -106,9 +110,7 @@ class LocalCluster:
         if self.tls:
             pki = self.secrets / "pki"
             args += ["--tls-ca", str(pki / "ca.pem"), "--tls-cert", str(pki / f"{node}.pem"),
-                     "--tls-key", str(pki / f"{node}.key"),
-                     "--identity-key", str(pki / f"{node}.identity.key"),
-                     "--peer-identities", str(pki / "identities.toml")]
+                     "--tls-key", str(pki / f"{node}.key")]  # mTLS-bound identity
         self._spawn(node, args)
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:

@@ -153,9 +153,13 @@ def test_fedavg_cluster_over_mtls_with_secure_aggregation(tmp_path):
         cluster.start()
         _finish(cluster)
         assert "joined" in cluster.log_text("node-0")
-        # --tls also hands out the dev PKI's identities: nodes that pin a roster refuse any
-        # unauthenticated session, so the run finishing means every session was authenticated.
-        assert (cluster.secrets / "pki" / "identities.toml").is_file()
+        # --tls authenticates secure aggregation by the nodes' certificates (mTLS-bound, no
+        # pinned roster): such nodes refuse any unauthenticated session, so the run finishing
+        # with every node summed means every session was authenticated.
+        for node in cluster.node_ids:
+            assert "its mTLS certificate carries its identity key" in cluster.log_text(node)
+            assert "pins a peer-identity roster" not in cluster.log_text(node)
+        assert "refused secure session" not in cluster.log_text("coordinator")
         assert "without authentication" not in cluster.log_text("coordinator")
     simulated = simulate(_config(args, 3, tmp_path / "sim"))
     _assert_same_run(tmp_path / "cluster", simulated, range(1, 3))
