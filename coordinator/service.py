@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Coordinator"].full_name  # codream.v1.Coordinator
 SPARE_WORKERS = 16  # threads beyond the members' budget: quick and refused calls
 QUEUED_CALLS = 1024  # calls waiting for a thread before the core refuses more
+HANDLER_DRAIN_SECONDS = 10.0  # for handlers still running once the server has stopped
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,8 @@ class CoordinatorService:
         workers = s.workers or held + SPARE_WORKERS
         self.admission = Admission(s.security, roster, s.calls_per_node, s.concurrent_joins)
         options = server_options(s.max_message_bytes, s.keepalive_seconds)
-        self.server = grpc.server(futures.ThreadPoolExecutor(workers, thread_name_prefix="rpc"),
+        self._workers = futures.ThreadPoolExecutor(workers, thread_name_prefix="rpc")
+        self.server = grpc.server(self._workers,
                                   options=options, maximum_concurrent_rpcs=workers + QUEUED_CALLS,
                                   interceptors=[ServerMetricsInterceptor(self.metrics.registry),
                                                 self.admission])
@@ -174,11 +176,21 @@ class CoordinatorService:
         self.dispatcher.stop()
         if self.server is not None:
             self.server.stop(grace).wait()
+            self._drain_handlers()
         if self.health_server is not None:
             self.health_server.stop(0)
         if self.metrics_endpoint is not None:  # last: the final counts stay scrapable until here
             self.metrics_endpoint.close()
             self.metrics_endpoint = None
+
+    def _drain_handlers(self) -> None:
+        """Waits for the handlers still running after the server stopped (their calls are
+        cancelled, but a heartbeat's end still retires its membership and logs that), then
+        ends the worker threads, so no thread of this service outlives `stop`."""
+        if not self.admission.wait_idle(HANDLER_DRAIN_SECONDS):
+            log.warning("%s call handler(s) still running %.0f s after the server stopped",
+                        sum(self.admission.open_calls().values()), HANDLER_DRAIN_SECONDS)
+        self._workers.shutdown(wait=False, cancel_futures=True)
 
     # ---- the run --------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:

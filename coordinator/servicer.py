@@ -113,6 +113,7 @@ class Admission(grpc.ServerInterceptor):
         self.others = others
         self._others = 0
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified whenever the last call leaves
         self._open: Counter[str] = Counter()
         self._joining = 0
         self.refused: Counter[str] = Counter()  # by status code name
@@ -217,6 +218,17 @@ class Admission(grpc.ServerInterceptor):
             if not self._open[node_id]:
                 del self._open[node_id]
             self._joining -= join
+            if not self._open:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Blocks until no admitted call's handler is running (True) or `timeout` passes.
+
+        A stopped grpc server reports itself stopped once its calls are cancelled, while their
+        handlers may still be running on its worker threads (a heartbeat's end retires the
+        membership and logs it); the service waits here so none outlives it."""
+        with self._lock:
+            return self._idle.wait_for(lambda: not self._open, timeout)
 
     def _refuse(self, context: grpc.ServicerContext, code: grpc.StatusCode, detail: str):
         with self._lock:
