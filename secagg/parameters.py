@@ -16,9 +16,10 @@ lists with their help and split the honest neighbours between them, one list ask
 of the victim and the other its s_sk-shares; honest holders each answer one list, so it
 collects t of both only if (k + 1 - c_u) + 2 c_u >= 2t. That is the condition Bonawitz et al.
 2017 prove their active-adversary setting under (t > 2n/3 with fewer than n/3 corrupt, on the
-complete graph, satisfies it) and Bell et al. 2020 size their malicious variant by. Here the
-coordinator draws the graph seed (the session id), so it may place every accomplice next to
-the victim: c_u is taken as min(colluding, k), not as a hypergeometric tail.
+complete graph, satisfies it), applied to one neighbourhood. Bell et al. 2020 prove the
+semi-honest and semi-malicious settings with a graph drawn independently of the corruption;
+here the coordinator draws the graph seed (the session id), so it may place every accomplice
+next to the victim: c_u is taken as min(colluding, k), not as a hypergeometric tail.
 Pure Python (lgamma), no scipy; results are cached per argument tuple.
 """
 
