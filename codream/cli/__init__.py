@@ -23,6 +23,7 @@ from codream.cli.logging_setup import configure_logging
 from codream.cli.node_command import add_node_command
 from codream.cli.parsing import Parser
 from codream.cli.predict_command import add_predict_command
+from codream.cli.report_command import add_report_command
 from codream.cli.simulate_command import add_simulate_command
 from codream.config import ConfigError
 
@@ -56,6 +57,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_evaluate_command(commands)
     add_predict_command(commands)
     add_distill_command(commands)
+    add_report_command(commands)
     return parser
 
 

@@ -12,7 +12,8 @@ from codream.cli import make_parser
 from codream.cli.progress import progress_total
 from codream.config import RunConfig
 
-COMMANDS = ("simulate", "coordinator", "node", "cluster", "certs", "evaluate", "predict", "distill")
+COMMANDS = ("simulate", "coordinator", "node", "cluster", "certs", "evaluate", "predict", "distill",
+            "report")
 
 
 def _subparser(name: str) -> argparse.ArgumentParser:
