@@ -28,7 +28,7 @@ from codream.models import build_seeded_model
 from codream.training import predict_logits
 
 FORMAT = "codream.model/1"
-ROLES = ("node", "server", "global", "distilled")
+ROLES = ("node", "server", "global", "distilled", "pooled")  # pooled: Centralized's
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Each node writes its own model (`node_info` + `model_artifacts.save_model`; in a cluster the node
 daemon does it, since the coordinator never receives a node's model). The coordinator writes what
 it holds itself: CoDream's server model (trained on dreams only), FedAvg's global model (the
-average it already learns) and the dream data set with its aggregated soft labels.
+average it already learns) and the dream data set with its aggregated soft labels. A pooled
+(non-federated) strategy's run returns its one model, written as `models/pooled.pt`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ MODELS_DIR = "models"  # RUN/models/<node id>.pt, server.pt, global.pt
 DREAMS_FILE = "dreams.npz"
 SERVER_MODEL = "server.pt"
 GLOBAL_MODEL = "global.pt"
+POOLED_MODEL = "pooled.pt"
 
 
 def model_info(dataset: Dataset, model: str, role: str, node_id: str, strategy: str, round_index: int
@@ -53,6 +55,16 @@ def write_node_models(models_dir: Path, config: RunConfig, dataset: Dataset,
     return [save_model(models_dir / f"{node_id(k)}.pt", module,
                        node_info(config, dataset, k, node_id(k), round_index))
             for k, module in enumerate(models)]
+
+
+def write_pooled_model(models_dir: Path, config: RunConfig, dataset: Dataset, module: nn.Module,
+                       round_index: int) -> Path:
+    """`models_dir/pooled.pt`: the one model a pooled strategy (Centralized) trained on all the
+    data, built as `Strategy.run_pooled` builds it, from the first client's model name."""
+    info = model_info(dataset, config.model_for(0), "pooled", "pooled", config.strategy, round_index)
+    path = save_model(models_dir / POOLED_MODEL, module, info)
+    log.info("wrote %s", path)
+    return path
 
 
 def write_coordinator_artifacts(run_dir: Path, config: RunConfig, dataset: Dataset,

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from codream.aggregation import PlainSummer, Summer
 from codream.config import RunConfig
@@ -24,7 +25,7 @@ from codream.node_build import build_node, client_partitions, node_id
 from codream.node_logic import NodeTaskLogic
 from codream.round_logic import CoordinatorRoundLogic, build_coordinator
 from codream.round_protocol import RoundReport
-from codream.run_artifacts import MODELS_DIR, write_node_models
+from codream.run_artifacts import MODELS_DIR, write_node_models, write_pooled_model
 from codream.run_outputs import final_summary, partition_summary, write_run_outputs
 from codream.secure_summer import InProcessSecureSummer
 from codream.strategies import strategy_named
@@ -81,9 +82,9 @@ def _simulate(config: RunConfig, run_dir: Path | None, summer: Summer | None,
             on_round(metrics)
 
     strategy = strategy_named(config.strategy)
+    pooled_model = None
     if not strategy.federated:
-        for metrics in strategy.run_pooled(config, dataset, device):
-            record(metrics)
+        pooled_model = _run_pooled(strategy.run_pooled(config, dataset, device), record)
     else:
         parts = client_partitions(config, dataset)
         summary.update(partition_summary(config, dataset, parts))
@@ -103,8 +104,23 @@ def _simulate(config: RunConfig, run_dir: Path | None, summer: Summer | None,
         if coordinator is not None:  # each node writes its own model, as a node daemon does
             write_node_models(run_dir / MODELS_DIR, config, dataset,
                               [node.model for node in nodes.values()], coordinator.next_round - 1)
+        if pooled_model is not None:
+            write_pooled_model(run_dir / MODELS_DIR, config, dataset, pooled_model,
+                               history[-1]["round"] if history else 0)
         write_run_outputs(run_dir, config, dataset, history, summary, coordinator)  # report last
     return SimulationResult(history, summary, run_dir, final_dreams, nodes, coordinator)
+
+
+def _run_pooled(rounds: Iterator[dict[str, Any]], record: Callable[[dict[str, Any]], None]
+                ) -> nn.Module | None:
+    """Records each round's metrics; the model the pooled run returns (a generator's return
+    value, which a plain `for` would drop), or None for one that returns none."""
+    while True:
+        try:
+            metrics = next(rounds)
+        except StopIteration as done:
+            return done.value if isinstance(done.value, nn.Module) else None
+        record(metrics)
 
 
 def _as_metrics(report: RoundReport) -> dict[str, Any]:

@@ -67,7 +67,8 @@ def describe(artifact: ModelArtifact) -> str:
     """One phrase saying what the model is, e.g. `mlp of node node-1 (codream, round 4)`."""
     info = artifact.info
     who = {"node": f"of node {info.node_id}", "server": "(the server model)",
-           "global": "(FedAvg's global model)", "distilled": "(distilled from dreams)"}[info.role]
+           "global": "(FedAvg's global model)", "distilled": "(distilled from dreams)",
+           "pooled": "(trained on the pooled data)"}[info.role]
     when = f" ({info.strategy}, round {info.round})" if info.strategy else ""
     return f"{info.model} {who}{when}"
 
