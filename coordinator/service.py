@@ -85,8 +85,9 @@ class CoordinatorSettings:
 
 def run_data_shape(config: RunConfig) -> DataShape:
     """The federation's data shape: the run's data set's, which the coordinator loads anyway (the
-    partition summary, the server model's test split; cached, so `run` does not read it again),
-    so nodes are checked against it from the first Ready on (`coordinator.data_fit`)."""
+    partition summary, the server model's test split; cached, so `run` does not read it again).
+    `start` sets it before serving, so nodes are checked against it from the first Ready on
+    (`coordinator.data_fit`)."""
     dataset = load_dataset(config.dataset)
     return DataShape(dataset.input_shape, dataset.num_classes)
 
@@ -103,7 +104,7 @@ class CoordinatorService:
         self.membership = Membership(roster, liveness_seconds=settings.liveness_seconds)
         self.dispatcher = Dispatcher(self.membership, self.run_id)
         self.federation = Federation(self.membership, self.dispatcher, to_toml(config),
-                                     settings.heartbeat_seconds, FederationData(run_data_shape(config)))
+                                     settings.heartbeat_seconds)
         self.health = health.HealthServicer()
         self.metrics = CoordinatorMetrics()
         self.metrics.track_members(self.membership.live, len(roster))
@@ -117,6 +118,8 @@ class CoordinatorService:
     def start(self) -> None:
         s = self.settings
         roster = self.membership.node_ids
+        # before any node can call: every Ready is checked against the run's data set
+        self.federation.data = FederationData(run_data_shape(self.config))
         # Admission authenticates every call before its handler runs and caps each node id's
         # open calls, so the long-held ones (polls, heartbeats) never exceed `held`: those
         # threads are always there for members. Refused and quick calls share the spare
