@@ -262,7 +262,8 @@ class RunConfig:
             f"must be 'iid' or 'dirichlet:ALPHA' with ALPHA > 0, got {self.partition!r}",
         )
         require(self.threads >= 1, "threads", f"must be >= 1, got {self.threads}")
-        require(not self.secagg.enabled or self.clients >= self.secagg.colluding_nodes + 2,
+        require(not (self.secagg.enabled and self.secagg.colluding_nodes)  # c = 0: as before
+                or self.clients >= self.secagg.colluding_nodes + 2,
                 "secagg.colluding_nodes", f"{self.secagg.colluding_nodes} needs at least "
                 f"{self.secagg.colluding_nodes + 2} clients (2 honest ones), got {self.clients}")
         self._check_sampling()
