@@ -41,6 +41,7 @@ class DreamConfig:
     # Balancing heterogeneous clients' pull on the dreams (measured in benchmarks/learning.py):
     bn_reduction: str = "mean"  # mean over a model's BN layers, or sum (DeepInversion)
     update_norm: str = "rms"  # rms: each client's change per dream at unit RMS; or none
+    class_conditional: bool = False  # dream i has class i mod classes, shaped by its holders
 
     def __post_init__(self) -> None:
         require(self.bn_reduction in BatchNormStatistics.BN_REDUCTIONS, "dream.bn_reduction",

@@ -135,13 +135,17 @@ def dream_loss(
     weights: DreamLossWeights,
     bn_stats: BatchNormStatistics | None = None,
     student: nn.Module | None = None,
+    targets: torch.Tensor | None = None,  # (B,) class-conditional dreams
 ) -> DreamLossParts:
-    """L_k(x̂) for a model in eval mode (train mode would let dream statistics drift its BN)."""
+    """L_k(x̂) for a model in eval mode (train mode would let dream statistics drift its BN).
+
+    With `targets` the confidence term is CE(f_k(x̂), y) instead of the entropy: each dream is
+    pulled towards its own class (`conditional_dreams`), reported in `parts.entropy`."""
     bn_stats = bn_stats or BatchNormStatistics(model)
     with bn_stats.recording():
         logits = model(dreams)
     zero = dreams.new_zeros(())
-    entropy = prediction_entropy(logits)
+    entropy = prediction_entropy(logits) if targets is None else F.cross_entropy(logits, targets)
     bn = bn_stats.loss().to(dreams.device) if bn_stats.has_batchnorm else zero
     tv = total_variation(dreams)
     l2 = l2_prior(dreams)

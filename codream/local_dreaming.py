@@ -55,6 +55,7 @@ def local_dream_update(
     dreams: torch.Tensor,  # (B, C, H, W)
     config: LocalDreamConfig,
     student: nn.Module | None = None,
+    targets: torch.Tensor | None = None,  # (B,) class-conditional dreams
 ) -> torch.Tensor:
     """Δ_k for one global step; the model is put in eval mode and its parameters stay untouched."""
     was_training = model.training
@@ -74,7 +75,7 @@ def local_dream_update(
     try:
         for _ in range(config.steps):
             optimizer.zero_grad(set_to_none=True)
-            parts = dream_loss(model, x, config.weights, bn_stats, student)
+            parts = dream_loss(model, x, config.weights, bn_stats, student, targets)
             parts.total.backward()
             optimizer.step()
     finally:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from codream.aggregation import Contribution
+from codream.conditional_dreams import class_weighted_update, dream_targets
 from codream.config import RunConfig
 from codream.dream_buffer import DreamBuffer
 from codream.local_dreaming import initial_dreams, local_dream_update
@@ -138,16 +139,26 @@ class NodeTaskLogic:
             and dream_config.adaptive > 0
             and task.round >= dream_config.adaptive_from_round
         )
-        delta = local_dream_update(
-            self.model, dreams.to(self.device), dream_config.local(),
-            self.student if use_student else None,
-        )
-        return self._contribution(delta, "dream update", task.round)
+        student = self.student if use_student else None
+        if not dream_config.class_conditional:
+            delta = local_dream_update(self.model, dreams.to(self.device), dream_config.local(),
+                                       student)
+            return self._contribution(delta, "dream update", task.round)
+        counts = self._class_counts(self.num_classes or int(self.y_train.max().item()) + 1)
+        targets = dream_targets(len(dreams), len(counts), self.device)
+        delta = local_dream_update(self.model, dreams.to(self.device), dream_config.local(),
+                                   student, targets)
+        values = class_weighted_update(delta, targets, counts)
+        return self._contribution(values, "dream update", task.round, already_weighted=True)
+
+    def _class_counts(self, classes: int) -> torch.Tensor:
+        """n_k (classes,): how many samples of each class this node holds."""
+        return torch.bincount(self.y_train.cpu(), minlength=classes)
 
     @handles(SoftLabels)
     def _soft_labels(self, task: SoftLabels) -> Reply:
         logits = predict_logits(self.model, task.dreams.to(self.device))  # (B, classes)
-        counts = torch.bincount(self.y_train.cpu(), minlength=logits.shape[1])
+        counts = self._class_counts(logits.shape[1])
         values = soft_label_values(logits, self.weight, counts, self.config.distill.soft_labels)
         return self._contribution(values, "soft labels", task.round, already_weighted=True)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-MODES = ("samples", "class_counts")
+MODES = ("samples", "class_counts", "class_probs")
 
 
 def soft_label_values(
@@ -26,15 +26,16 @@ def soft_label_values(
     """The flat vector a client adds to the secure sum: (B·classes,) or (B·classes + classes,)."""
     if mode == "samples":
         return (logits.float() * weight).reshape(-1)
-    if mode == "class_counts":
+    if mode in ("class_counts", "class_probs"):
         counts = class_counts.to(logits.device).float()  # (classes,)
-        scores = F.log_softmax(logits.float(), dim=1) * counts  # (B, classes)
+        log_p = F.log_softmax(logits.float(), dim=1)  # (B, classes)
+        scores = (log_p.exp() if mode == "class_probs" else log_p) * counts
         return torch.cat([scores.reshape(-1), counts])
     raise ValueError(f"distill.soft_labels: unknown mode {mode!r}; use one of {', '.join(MODES)}")
 
 
 def soft_label_size(batch: int, classes: int, mode: str) -> int:
-    return batch * classes + (classes if mode == "class_counts" else 0)
+    return batch * classes + (0 if mode == "samples" else classes)
 
 
 def aggregated_logits(total: torch.Tensor, weight: float, batch: int, classes: int, mode: str
@@ -47,6 +48,8 @@ def aggregated_logits(total: torch.Tensor, weight: float, batch: int, classes: i
     held = counts > 0
     out = torch.empty_like(scores)
     out[:, held] = scores[:, held] / counts[held]
+    if mode == "class_probs":  # the count-weighted mean probability, as logits
+        out[:, held] = out[:, held].clamp_min(1e-8).log()
     if (~held).any():
         out[:, ~held] = out[:, held].min() if held.any() else 0.0
     return out

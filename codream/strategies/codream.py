@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from codream.conditional_dreams import class_weighted_mean, conditional_update_size
 from codream.dream_buffer import DreamBuffer
 from codream.local_dreaming import initial_dreams
 from codream.messages import AcquireKnowledge, DreamStep, SoftLabels, TrainLocal
@@ -85,7 +86,10 @@ class CoDream(Strategy):
         """S global steps on one dream batch; returns the final dreams (B, C, H, W)."""
         config = self.config
         dream_shape = (config.dream.batch_size, *self.setting.input_shape)
-        size = int(np.prod(dream_shape))
+        conditional = config.dream.class_conditional
+        classes = self.setting.num_classes
+        size = (conditional_update_size(dream_shape, classes) if conditional
+                else int(np.prod(dream_shape)))
         seed = dream_seed(config.seed, r, b)
         dreams = initial_dreams(seed, dream_shape)  # (B, C, H, W)
         state = init_state(config.server_optimizer, dreams)
@@ -99,7 +103,11 @@ class CoDream(Strategy):
             if total.weight <= 0:
                 log.warning("round %d step %d: no usable dream update; step skipped", r, s)
                 continue
-            delta = torch.from_numpy(total.mean().astype(np.float32)).view(dream_shape)
+            if conditional:  # each dream moved by the holders of its class (conditional_dreams)
+                summed = torch.from_numpy(total.total.astype(np.float32))
+                delta = class_weighted_mean(summed, dream_shape, classes)
+            else:
+                delta = torch.from_numpy(total.mean().astype(np.float32)).view(dream_shape)
             dreams, state = apply_update(config.server_optimizer, state, dreams, delta)
         return dreams
 

@@ -47,3 +47,22 @@ def test_class_counts_gives_a_class_nobody_holds_the_lowest_score():
 def test_unknown_mode_is_rejected():
     with pytest.raises(ValueError, match="distill.soft_labels"):
         soft_label_values(torch.zeros(1, 2), 1.0, torch.tensor([1, 1]), "median")
+
+
+def test_class_probs_mode_is_the_count_weighted_mean_probability_so_no_client_vetoes():
+    # A and B hold both classes equally. A is sure of class 0; B is sure of class 1 and gives
+    # class 0 a probability of e^-20. Averaged log-probabilities (class_counts) let B's near-zero
+    # veto class 0; averaged probabilities (class_probs) keep both classes near one half.
+    logits_a = torch.tensor([[10.0, 0.0]])
+    logits_b = torch.tensor([[0.0, 20.0]])
+    counts = torch.tensor([10, 10])
+    total = sum(soft_label_values(z, 1.0, counts, "class_probs") for z in (logits_a, logits_b))
+    assert total.shape == (soft_label_size(1, 2, "class_probs"),)
+    out = aggregated_logits(total, 2.0, 1, 2, "class_probs")
+    p_a, p_b = torch.softmax(logits_a, 1)[0], torch.softmax(logits_b, 1)[0]
+    expected = ((p_a + p_b) / 2).log()
+    assert torch.allclose(out[0], expected, atol=1e-6)
+    geometric = aggregated_logits(
+        sum(soft_label_values(z, 1.0, counts, "class_counts") for z in (logits_a, logits_b)),
+        2.0, 1, 2, "class_counts")
+    assert geometric[0].argmax().item() == 1 and out[0, 0] > -0.7  # log ½ ≈ −0.69
