@@ -7,7 +7,7 @@ strategies) directly.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -27,7 +27,8 @@ class Centralized(Strategy):
 
     @classmethod
     def run_pooled(cls, config: RunConfig, dataset: Dataset, device: torch.device
-                   ) -> Iterator[dict[str, Any]]:
+                   ) -> Generator[dict[str, Any], None, torch.nn.Module]:
+        """Yields each round's metrics and returns the trained model (written as models/pooled.pt)."""
         model = build_seeded_model(config.model_for(0), dataset.input_shape, dataset.num_classes,
                                    config.seed + 1).to(device)
         x, y = dataset.x_train.to(device), dataset.y_train.to(device)
@@ -45,3 +46,4 @@ class Centralized(Strategy):
                 "bytes": {},
                 "seconds": time.perf_counter() - started,
             }
+        return model

@@ -95,3 +95,16 @@ def test_a_pooled_run_that_returns_no_model_writes_none(registered, tmp_path):
         unregister(PooledReturningNothing.name)
     assert (tmp_path / "run" / "metrics.json").is_file()
     assert not (tmp_path / "run" / "models" / "pooled.pt").exists()
+
+
+def test_centralized_writes_its_model_at_the_accuracy_it_reported(tmp_path):
+    config = build(RunConfig, {"strategy": "centralized", "dataset": "digits", "clients": 2,
+                               "rounds": 0, "warmup_epochs": 2, "models": ["mlp"],
+                               "device": "cpu", "out": str(tmp_path / "run")})
+    result = simulate(config, tmp_path / "run")
+    artifact = load_model_artifact(tmp_path / "run" / "models" / "pooled.pt")
+    assert (artifact.info.role, artifact.info.strategy) == ("pooled", "centralized")
+    dataset = load_dataset("digits")
+    logits = artifact.logits(dataset.x_test, normalised=True)
+    accuracy = (logits.argmax(1) == dataset.y_test).float().mean().item()
+    assert accuracy == pytest.approx(result.history[-1]["mean_client_accuracy"], abs=1e-6)
