@@ -48,6 +48,7 @@ class Dispatcher:
         self._changed = threading.Condition(self._lock)
         self._mail: dict[str, threading.Condition] = {}
         self._polls: dict[str, int] = {}  # member id -> number of its newest long poll
+        self._poll_deadlines: dict[str, float] = {}  # member id -> when its newest poll ends
         self._accepting = threading.RLock()  # accept functions and closing never interleave
         self._queues: dict[str, deque[OpenTask]] = {}
         self._open: dict[tuple[str, int], OpenTask] = {}
@@ -107,10 +108,18 @@ class Dispatcher:
         return [e for e in entries if e.done]
 
     def wake(self) -> None:
+        """Gathers re-check their members; a long poll wakes only if it has something to see
+        (its member gone, or its deadline passed on the dispatcher's clock). Every Ready and
+        every departure calls this: waking all n polls each time cost O(n) thread wake-ups
+        per join, O(n^2) while hundreds of nodes join or re-join."""
         with self._lock:
             self._changed.notify_all()
-            for mail in self._mail.values():
-                mail.notify_all()
+            now = self._clock()
+            for member_id, mail in self._mail.items():
+                member = self._members.get(member_id)
+                if (member is None or member.gone
+                        or self._poll_deadlines.get(member_id, now) <= now):
+                    mail.notify_all()
 
     def stop(self) -> None:
         with self._lock:
@@ -136,6 +145,7 @@ class Dispatcher:
                 del self._members[member_id]
                 self._mail.pop(member_id, None)
                 self._polls.pop(member_id, None)
+                self._poll_deadlines.pop(member_id, None)
                 self._queues.pop(member_id, None)
         self._sweep_at = max(64, 2 * len(self._members))
 
@@ -153,6 +163,7 @@ class Dispatcher:
             queue = self._queues.setdefault(member.member_id, deque())
             mail = self._mailbox(member)
             self._polls[member.member_id] = poll = self._polls.get(member.member_id, 0) + 1
+            self._poll_deadlines[member.member_id] = deadline
             mail.notify_all()  # an older poll of this member sees it is superseded
             while not queue:
                 remaining = deadline - self._clock()
