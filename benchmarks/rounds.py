@@ -88,13 +88,41 @@ def worker_cpu_seconds(pids: list[int]) -> float:
 
 # ---- node worker processes ------------------------------------------------------------------
 def node_worker(port: int, indices: list[int], cpu: int | None, compute_lock, stop_all,
-                results) -> None:
+                results, stagger: bool = False, nice: int = 0, pull_wait: float = 10.0,
+                lock_all_tasks: bool = False, switch_interval: float | None = None) -> None:
     """Runs NodeDaemons for `indices` as threads; reports each node's handle() times at the end.
 
     `compute_lock` (shared by every worker, or None) lets one node compute at a time, as the
     in-process reference does; without it, up to n/procs node threads per process interleave
-    their torch kernels on the one CPU and inflate each other's compute (caches, switches)."""
+    their torch kernels on the one CPU and inflate each other's compute (caches, switches).
+    `stagger`: start each daemon only once the previous one has built its node, so a node's
+    Join and Ready are one build apart (seen at n = 256 on one CPU: started at once, the daemons
+    all join, then build one after another under the build lock, and the last ones reach Ready
+    after the coordinator's 30 s liveness window, so their memberships lapse and they re-join).
+    The rest are for hundreds of nodes on one CPU: `nice`, this process's niceness, so the
+    coordinator sharing the CPU is served first; `pull_wait`, each node's long-poll wait, s;
+    `lock_all_tasks`, the compute lock around every task a node runs (its secagg rounds too:
+    key set-up, masking, unmasking), not only its handle(), so a block's set-up does not have
+    every node thread computing at once; `switch_interval`, sys.setswitchinterval for this
+    process (tens of node threads, each waking a few times a second, share its GIL)."""
     pin(cpu)
+    if switch_interval is not None:
+        sys.setswitchinterval(switch_interval)
+    if nice:
+        os.nice(nice)
+    if lock_all_tasks and compute_lock is not None:
+        from client_node.task_runner import TaskRunner
+
+        run_task = TaskRunner.run
+
+        def locked_run(self, *args, **kwargs):
+            with compute_lock:
+                return run_task(self, *args, **kwargs)
+
+        TaskRunner.run = locked_run  # type: ignore[method-assign]
+        handle_lock = None  # handle() runs inside a task: the lock is already held
+    else:
+        handle_lock = compute_lock
     logging.basicConfig(level=logging.ERROR)
     from client_node.channel import ChannelSecurity
     from client_node.daemon import NodeDaemon
@@ -103,14 +131,17 @@ def node_worker(port: int, indices: list[int], cpu: int | None, compute_lock, st
 
     timings: dict[str, dict[str, tuple[float, float]]] = {}
     building = threading.Lock()  # model init seeds torch's global RNG: one node at a time
+    built = {i: threading.Event() for i in indices}
 
     def timed_build(config, index, device):
-        with building:
+        with building, (compute_lock if lock_all_tasks and compute_lock is not None
+                        else contextlib.nullcontext()):
             logic = build_logic(config, index, device)
+        built[index].set()
         handle, mine = logic.handle, timings.setdefault(f"node-{index}", {})
 
         def timed_handle(task):
-            with compute_lock or contextlib.nullcontext():
+            with handle_lock or contextlib.nullcontext():
                 cpu0, wall0 = time.thread_time(), time.perf_counter()  # torch: this thread
                 reply = handle(task)
                 mine[task.task_id] = (time.thread_time() - cpu0, time.perf_counter() - wall0)
@@ -121,11 +152,13 @@ def node_worker(port: int, indices: list[int], cpu: int | None, compute_lock, st
 
     stop = threading.Event()
     daemons = [NodeDaemon(NodeOptions(f"127.0.0.1:{port}", f"node-{i}", ChannelSecurity(),
-                                      device="cpu", pull_wait=10.0), stop, build_logic=timed_build)
+                                      device="cpu", pull_wait=pull_wait), stop, build_logic=timed_build)
                for i in indices]
     threads = [threading.Thread(target=d.run, daemon=True) for d in daemons]
-    for thread in threads:
+    for index, thread in zip(indices, threads, strict=True):
         thread.start()
+        if stagger:
+            built[index].wait(120.0)
     stop_all.wait()
     stop.set()
     for thread in threads:
