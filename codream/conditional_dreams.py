@@ -12,6 +12,8 @@ already reveal. A class nobody holds keeps its dreams where they are.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -30,8 +32,7 @@ def class_weighted_update(delta: torch.Tensor, targets: torch.Tensor, counts: to
 
 def class_weighted_mean(total: torch.Tensor, shape: tuple[int, ...], classes: int) -> torch.Tensor:
     """Δ̄ (B, C, H, W) from the summed contributions: Σ_k n_k(y_i)Δ_k,i / Σ_k n_k(y_i)."""
-    batch = shape[0]
-    dim = int(torch.tensor(shape).prod().item())
+    batch, dim = shape[0], math.prod(shape)
     changes = total[:dim].view(shape)
     counts = total[dim:dim + classes]  # (classes,) Σ_k n_k
     per_dream = counts[dream_targets(batch, classes, total.device)]  # (B,)
@@ -40,4 +41,4 @@ def class_weighted_mean(total: torch.Tensor, shape: tuple[int, ...], classes: in
 
 
 def conditional_update_size(shape: tuple[int, ...], classes: int) -> int:
-    return int(torch.tensor(shape).prod().item()) + classes
+    return math.prod(shape) + classes
