@@ -305,6 +305,11 @@ class RunConfig:
                     f"must be <= clients ({self.clients}), got {self.min_clients}")
             require(not self.secagg.enabled or self.min_clients >= 2, "min_clients",
                     "must be >= 2 under secure aggregation (a sum hides each update among others)")
+            fewest = self.secagg.colluding_nodes + 2  # c accomplices + 2 honest members
+            require(not self.secagg.enabled or self.min_clients >= fewest, "min_clients",
+                    f"must be >= secagg.colluding_nodes + 2 = {fewest} while sampling: a sampled "
+                    f"round of fewer members releases nothing, got {self.min_clients}; use "
+                    f"--set min_clients={fewest} or lower secagg.colluding_nodes")
         require(self.sampling_reach in ("all", "sampled"), "sampling_reach",
                 f"must be 'all' or 'sampled', got {self.sampling_reach!r}")
 

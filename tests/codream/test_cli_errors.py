@@ -96,6 +96,10 @@ CASES = {
         [*SIMULATE, "--clients-per-round", "9"],
         ("codream simulate: error: --clients-per-round: a count must be a whole number <= clients "
          "(4), got 9.0",)),
+    "a sampled round below colluding_nodes + 2": Case(
+        [*SIMULATE, "--clients-per-round", "0.5", "--set", "secagg.colluding_nodes=1"],
+        ("min_clients: must be >= secagg.colluding_nodes + 2 = 3 while sampling", "got 2",
+         "--set min_clients=3")),
     "an unknown masking graph": Case(
         [*SIMULATE, "--set", "secagg.graph=sparse"],
         ("--set secagg.graph: must be 'auto', 'complete' or 'secagg+', got 'sparse'",)),

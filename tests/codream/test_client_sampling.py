@@ -44,6 +44,10 @@ def test_every_node_when_sampling_is_off_or_takes_them_all():
     ({"min_clients": 0}, "min_clients: must be >= 1"),
     ({"clients_per_round": 0.5, "min_clients": 5}, "min_clients: must be <= clients (4)"),
     ({"clients_per_round": 0.5, "min_clients": 1}, "min_clients: must be >= 2 under secure aggregation"),
+    ({"clients_per_round": 0.5, "secagg.colluding_nodes": 1},  # min_clients 2 < c + 2
+     "min_clients: must be >= secagg.colluding_nodes + 2 = 3 while sampling"),
+    ({"clients_per_round": 2, "min_clients": 3, "secagg.colluding_nodes": 2},
+     "min_clients: must be >= secagg.colluding_nodes + 2 = 4 while sampling"),
     ({"sampling_reach": "some"}, "sampling_reach: must be 'all' or 'sampled'"),
     ({"secagg.graph": "sparse"}, "secagg.graph: must be 'auto', 'complete' or 'secagg+'"),
     ({"secagg.complete_up_to": 1}, "secagg.complete_up_to: must be >= 2"),
@@ -52,6 +56,21 @@ def test_bad_sampling_fields_are_one_line_naming_the_field(overrides, message):
     with pytest.raises(ConfigError) as raised:
         build(RunConfig, merge({"clients": 4}, dotted(overrides)))
     assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
+
+
+def test_sampling_with_colluding_nodes_takes_at_least_c_plus_two_and_says_how_to_fix_it():
+    with pytest.raises(ConfigError) as raised:
+        build(RunConfig, dotted({"clients": 6, "clients_per_round": 3, "min_clients": 2,
+                                 "secagg.colluding_nodes": 2}))
+    assert "got 2" in str(raised.value) and "--set min_clients=4" in str(raised.value)
+    assert "secagg.colluding_nodes" in str(raised.value)
+    config = build(RunConfig, dotted({"clients": 6, "clients_per_round": 3, "min_clients": 4,
+                                      "secagg.colluding_nodes": 2}))
+    assert sample_size(6, config.clients_per_round, config.min_clients) == 4  # never below c + 2
+    # without sampling, or without secure aggregation, min_clients is not consulted
+    build(RunConfig, dotted({"clients": 6, "min_clients": 2, "secagg.colluding_nodes": 2}))
+    build(RunConfig, dotted({"clients": 6, "clients_per_round": 3, "min_clients": 2,
+                             "secagg.colluding_nodes": 2, "secagg.enabled": False}))
 
 
 def test_a_plain_sum_of_one_sampled_node_is_allowed_without_secure_aggregation():

@@ -147,3 +147,26 @@ def test_an_authenticated_sparse_session_of_a_sample_recovers_a_dropout_and_stay
     expected = sum(weights[n] * (0.5 + int(n[-1])) for n in contributors)
     np.testing.assert_allclose(total.total, np.full(SIZE, expected), rtol=0, atol=1e-4)
     assert total.weight == pytest.approx(sum(weights[n] for n in contributors), abs=1e-4)
+
+
+def test_a_sample_smaller_than_colluding_nodes_plus_two_starts_no_session_and_posts_nothing():
+    """secagg.colluding_nodes = 1: a session needs c + 2 = 3 members. The config refuses a
+    min_clients below that while sampling; should a sample of 2 still reach the coordinator (two
+    of three sampled nodes gone), it starts no session, posts no secure task and sums nothing."""
+    colluding = SecureAggregationConfig(enabled=True, graph="auto", colluding_nodes=1)
+    with cluster(NODES, colluding) as c:
+        for node in NODES:
+            c.node(node, answer(node), WEIGHTS[node])
+        pair = ("node-1", "node-3")
+        small = c.broadcast(Broadcast(dream_step("r1/s0", shape=(2, 1, 2, 2), round_=1), size=SIZE,
+                                      to=pair))
+        assert c.transport.secure.sessions_started == 0 and c.transport.secure.session is None
+        pulled = {n: [t.task_id for t in c.nodes[n].pulled] for n in NODES}
+        three = ("node-0", "node-1", "node-3")
+        enough = c.broadcast(Broadcast(dream_step("r2/s0", shape=(2, 1, 2, 2), round_=2), size=SIZE,
+                                       to=three))
+    assert small.total.weight == 0.0 and small.total.contributors == ()
+    assert "fewer than 3 members" in small.total.excluded["*"]
+    np.testing.assert_array_equal(small.total.total, np.zeros(SIZE))
+    assert all(ids == [] for ids in pulled.values()), pulled  # no key, no mask, no compute task
+    assert enough.total.contributors == three  # c + 2 members: a session, every one summed
