@@ -81,6 +81,9 @@ class _BlockSecrets:
     held: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     # live neighbours whose bundle was unusable: still masked with, but no shares held
     unheld: dict[int, str] = field(default_factory=dict, repr=False)
+    # (authenticated) consistency HMAC keys by neighbour: to it, and from it
+    mac_out: dict[int, bytes] = field(default_factory=dict, repr=False)
+    mac_in: dict[int, bytes] = field(default_factory=dict, repr=False)
 
 
 class SecAggClient:
@@ -160,14 +163,15 @@ class SecAggClient:
         secrets = self._block_secrets()
         senders = [e.header.client_id for e in directory.entries]
         check_ids(senders, self.neighbours | {self.id}, "KeyDirectory")
-        for entry in directory.entries:
-            self._check_advert(entry)
-            self._check_params(entry)
         if self.id not in senders:
             raise MalformedMessage("KeyDirectory lacks this client's own advertisement")
         own = directory.entries[senders.index(self.id)]
         if not hmac.compare_digest(own.to_bytes(), self._own_advert.to_bytes()):
             raise RevealRefused("KeyDirectory altered this client's own advertisement")
+        for entry in directory.entries:
+            if entry is not own:  # its own, byte for byte the one it made: nothing to verify
+                self._check_advert(entry)
+                self._check_params(entry)
         for entry in directory.entries:
             if entry.header.client_id in self.alive:
                 secrets.peer_c[entry.header.client_id] = entry.c_public
@@ -185,14 +189,11 @@ class SecAggClient:
             if holder == self.id:
                 secrets.held[self.id] = bundle
                 continue
-            key = common.transport_key(
-                secrets.c_private,
-                secrets.peer_c[holder],
-                self.session_id,
-                self.block,
-                self.id,
-                holder,
-            )
+            agreed = common.agree(secrets.c_private, secrets.peer_c[holder])
+            key = common.transport_key_from(agreed, self.session_id, self.block, self.id, holder)
+            if self.config.authenticated:  # the consistency MAC keys from the same agreement
+                secrets.mac_out[holder], secrets.mac_in[holder] = common.consistency_mac_keys(
+                    agreed, self.session_id, self.block, self.id, holder)
             nonce = self._random_bytes(_NONCE)
             aad = common.transport_aad(self.session_id, self.block, self.id, holder)
             plaintext = bundle.astype("<u4").tobytes()
@@ -320,7 +321,11 @@ class SecAggClient:
         payload = common.consistency_payload(self.session_id, self.step, survivors)
         self.phase = Phase.SIGNED
         self._own_signature = self._sign(payload)
-        return ConsistencySignature(Header(self.session_id, self.step, self.id), self._own_signature)
+        mac_out = self._block_secrets().mac_out
+        macs = tuple((peer, common.consistency_mac(mac_out[peer], payload))
+                     for peer in sorted(set(survivors) & set(mac_out)))
+        return ConsistencySignature(Header(self.session_id, self.step, self.id), self._own_signature,
+                                    macs)
 
     # -- round 4: Unmasking -------------------------------------------------------------------
     def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
@@ -436,19 +441,29 @@ class SecAggClient:
         signers = check_ids(
             [s for s, _ in request.signatures], set(request.survivors), "UnmaskRequest signatures"
         )
+        quorum = self.config.certification_quorum
+        if len(signers) < quorum:  # refused before any verification
+            raise InsufficientSurvivors(
+                f"{len(signers)} consistency signatures < {quorum}, a strict majority of the "
+                f"{self.config.n_clients} session members: the survivor list is not certified"
+            )
+        macs = dict(request.macs)  # a MAC of a client that is not a signer here counts for nothing
+        check_ids([s for s, _ in request.macs], self._session_ids(), "UnmaskRequest MACs")
+        mac_in = self._block_secrets().mac_in
         payload = common.consistency_payload(self.session_id, self.step, request.survivors)
         for signer, signature in request.signatures:
             if signer == self.id:  # Ed25519 is deterministic: its own is the one it made
                 if not hmac.compare_digest(signature, self._own_signature):
                     raise SignatureInvalid(f"bad signature from client {signer} (this client)")
                 continue
+            # A neighbour's HMAC under the key only it and this client hold proves as much as
+            # its signature (that it endorsed this list) at a hash's cost; a missing or bad one
+            # (a cheating signer) falls back to the signature, which the coordinator verified.
+            key, mac = mac_in.get(signer), macs.get(signer)
+            if key is not None and mac is not None and hmac.compare_digest(
+                    mac, common.consistency_mac(key, payload)):
+                continue
             verify_signature(self._peer_identities, signer, signature, payload)
-        quorum = self.config.certification_quorum
-        if len(signers) < quorum:
-            raise InsufficientSurvivors(
-                f"{len(signers)} consistency signatures < {quorum}, a strict majority of the "
-                f"{self.config.n_clients} session members: the survivor list is not certified"
-            )
 
 
 def _public(key: X25519PrivateKey) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import struct
 from collections.abc import Iterable
 
@@ -82,8 +83,30 @@ def transport_key(
     receiver: int,
 ) -> bytes:
     """AES-256-GCM key for the share bundle sender -> receiver of `block` (directional)."""
-    agreed = agree(c_private, peer_public)
+    return transport_key_from(agree(c_private, peer_public), session_id, block, sender, receiver)
+
+
+def transport_key_from(agreed: bytes, session_id: bytes, block: int, sender: int, receiver: int
+                       ) -> bytes:
+    """`transport_key` from the X25519 agreement already computed."""
     return kdf.derive_key(agreed, kdf.LABEL_SHARE_TRANSPORT, session_id, block, sender, receiver)
+
+
+def consistency_mac_keys(agreed: bytes, session_id: bytes, block: int, me: int, peer: int
+                         ) -> tuple[bytes, bytes]:
+    """HMAC keys (me -> peer, peer -> me) for the consistency round of `block`, from `agreed`,
+    the X25519 agreement of the two clients' encryption keys of the block (the one their share
+    transport key comes from, under another label). Both public keys are signed in AdvertiseKeys
+    (authenticated mode), so only the two clients can compute either key."""
+    lo, hi = min(me, peer), max(me, peer)
+    keys = kdf.derive_key(agreed, kdf.LABEL_CONSISTENCY_MAC, session_id, block, lo, hi, length=64)
+    lo_to_hi, hi_to_lo = keys[:32], keys[32:]
+    return (lo_to_hi, hi_to_lo) if me == lo else (hi_to_lo, lo_to_hi)
+
+
+def consistency_mac(key: bytes, payload: bytes) -> bytes:
+    """HMAC-SHA256 of a consistency payload under a directional `consistency_mac_keys` key."""
+    return hmac.new(key, payload, hashlib.sha256).digest()
 
 
 def transport_aad(session_id: bytes, block: int, sender: int, receiver: int) -> bytes:

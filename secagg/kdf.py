@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 LABEL_SHARE_TRANSPORT = b"codream/secagg/v1/share-transport"
 LABEL_PAIRWISE_MASK = b"codream/secagg/v1/pairwise-mask"
 LABEL_SELF_MASK = b"codream/secagg/v1/self-mask"
+LABEL_CONSISTENCY_MAC = b"codream/secagg/v1/consistency-mac"
 
 
 def hkdf_sha256(ikm: bytes, info: bytes, length: int = 32, salt: bytes | None = None) -> bytes:

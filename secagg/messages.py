@@ -17,13 +17,15 @@ import numpy as np
 from secagg.errors import MalformedMessage, VersionMismatch
 
 MAGIC = b"SA"
-VERSION = 3  # 2: seed and share commitments, unheld peers, pairwise-key reveals; 3: parameter digest
+VERSION = 4  # 2: seed and share commitments, unheld peers, pairwise-key reveals; 3: parameter digest;
+#             4: consistency MACs beside the consistency signatures
 _HEADER = struct.Struct(">2sBB16sII")
 SESSION_ID_BYTES = 16
 KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 COMMITMENT_BYTES = 32
 DIGEST_BYTES = 32
+MAC_BYTES = 32  # HMAC-SHA256 of a consistency payload, under a key two neighbours share
 
 
 class _Wire:
@@ -227,18 +229,22 @@ class ConsistencyRequest(_Wire):
 
 @dataclass(frozen=True)
 class ConsistencySignature(_Wire):
-    """Round 3 (authenticated), client -> server: the client's signature over U3."""
+    """Round 3 (authenticated), client -> server: the client's signature over U3 and, for each
+    surviving neighbour, an HMAC of the same payload under the key the two of them share (the
+    coordinator cannot forge it; the neighbour checks it instead of the signature)."""
 
     TAG = 7
     header: Header
     signature: bytes
+    macs: tuple[tuple[int, bytes], ...] = ()  # (recipient, MAC_BYTES)
 
     def _encode_body(self) -> bytes:
-        return self.signature
+        return self.signature + _encode_pairs(self.macs)
 
     @classmethod
     def _decode_body(cls, header: Header, r: _Reader) -> ConsistencySignature:
-        return cls(header, r.take(SIGNATURE_BYTES))
+        signature = r.take(SIGNATURE_BYTES)
+        return cls(header, signature, _decode_macs(r))
 
 
 @dataclass(frozen=True)
@@ -252,10 +258,13 @@ class UnmaskRequest(_Wire):
     dropped: tuple[int, ...]
     signatures: tuple[tuple[int, bytes], ...] = ()
     pair_keys: tuple[int, ...] = ()  # a subset of `dropped`
+    # (signer, MAC) for signers of `signatures` that are the client's neighbours: each the
+    # signer's HMAC of the survivor list addressed to this client, checked instead of its signature
+    macs: tuple[tuple[int, bytes], ...] = ()
 
     def _encode_body(self) -> bytes:
         return (_ids(self.survivors) + _ids(self.dropped) + _encode_pairs(self.signatures)
-                + _ids(self.pair_keys))
+                + _ids(self.pair_keys) + _encode_pairs(self.macs))
 
     @classmethod
     def _decode_body(cls, header: Header, r: _Reader) -> UnmaskRequest:
@@ -263,7 +272,8 @@ class UnmaskRequest(_Wire):
         signatures = _decode_pairs(r)
         if any(len(s) != SIGNATURE_BYTES for _, s in signatures):
             raise MalformedMessage(f"signatures must be {SIGNATURE_BYTES} bytes")
-        return cls(header, survivors, dropped, signatures, r.ids())
+        pair_keys = r.ids()
+        return cls(header, survivors, dropped, signatures, pair_keys, _decode_macs(r))
 
 
 KIND_MASK_KEY = 0  # share of the per-step masking secret key s_sk (peer dropped)
@@ -335,6 +345,13 @@ def _encode_pairs(pairs: tuple[tuple[int, bytes], ...]) -> bytes:
 
 def _decode_pairs(r: _Reader) -> tuple[tuple[int, bytes], ...]:
     return tuple((r.u32(), r.blob()) for _ in range(r.u32()))
+
+
+def _decode_macs(r: _Reader) -> tuple[tuple[int, bytes], ...]:
+    macs = _decode_pairs(r)
+    if any(len(m) != MAC_BYTES for _, m in macs):
+        raise MalformedMessage(f"consistency MACs must be {MAC_BYTES} bytes")
+    return macs
 
 
 AnyMessage = TypeVar("AnyMessage", bound=Message)

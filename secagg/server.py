@@ -232,7 +232,12 @@ class SecAggServer:
             raise DuplicateClient(f"second consistency signature from client {signer}")
         payload = common.consistency_payload(self.session_id, self.step, self._survivors)
         verify_signature(self._identities, signer, message.signature, payload)
+        # the MACs cannot be checked here (keys of the two clients); each goes to its recipient,
+        # which falls back to the signature verified above if one is bad
+        check_ids([r for r, _ in message.macs], (self.graph[signer] & self._survivor_set),
+                  "ConsistencySignature MACs")
         self._signatures[signer] = message.signature
+        self._macs[signer] = dict(message.macs)
 
     def unmask_request(self, client_id: int) -> UnmaskRequest:
         """Close the previous round and ask survivor `client_id` for its shares."""
@@ -252,20 +257,27 @@ class SecAggServer:
             Header(self.session_id, self.step, client_id),
             self._survivors,
             self._dropped_now,
-            self._certificate_for(client_id),
-            tuple(sorted(self._pair_path)),
+            *self._certificate_for(client_id),
         )
 
-    def _certificate_for(self, client_id: int) -> tuple[tuple[int, bytes], ...]:
-        """A quorum of the step's consistency signatures, the client's own first if it signed:
-        exactly what certifies the list (the server verified each one), and the cheapest set
-        for the client to check (its own is a byte comparison, each other one a verification)."""
+    def _certificate_for(self, client_id: int) -> tuple[tuple[tuple[int, bytes], ...],
+                                                        tuple[int, ...],
+                                                        tuple[tuple[int, bytes], ...]]:
+        """(signatures, pair keys, MACs): a quorum of the step's consistency signatures, the
+        client's own first if it signed, then signers with a MAC for it: exactly what certifies
+        the list (the server verified each signature), and the cheapest set for the client to
+        check (its own is a byte comparison, a neighbour's an HMAC, any other a verification)."""
+        pair_keys = tuple(sorted(self._pair_path))
         if not self._signatures:
-            return ()
+            return (), pair_keys, ()
         quorum = self.config.certification_quorum
         chosen = [client_id] if client_id in self._signatures else []
-        chosen += [s for s in sorted(self._signatures) if s != client_id][:quorum - len(chosen)]
-        return tuple((s, self._signatures[s]) for s in sorted(chosen))
+        others = sorted((s for s in self._signatures if s != client_id),
+                        key=lambda s: (client_id not in self._macs[s], s))
+        chosen += others[:quorum - len(chosen)]
+        macs = tuple((s, self._macs[s][client_id]) for s in sorted(chosen)
+                     if client_id in self._macs[s])
+        return tuple((s, self._signatures[s]) for s in sorted(chosen)), pair_keys, macs
 
     def receive_unmask(self, message: UnmaskResponse) -> None:
         self._in_phase(ServerPhase.UNMASK, "receive_unmask")
@@ -427,6 +439,7 @@ class SecAggServer:
         self._survivors, self._dropped_now = tuple(sorted(survivors)), tuple(sorted(dropped))
         self._survivor_set, self._dropped_set = frozenset(survivors), frozenset(dropped)
         self._signatures: dict[int, bytes] = {}
+        self._macs: dict[int, dict[int, bytes]] = {}  # signer -> recipient -> its consistency MAC
         self._shares: dict[tuple[int, int], dict[int, bytes]] = {}  # (owner, kind) -> holder -> share
         self._responders: set[int] = set()
         self._phase = ServerPhase.CONSISTENCY if self.config.authenticated else ServerPhase.UNMASK
