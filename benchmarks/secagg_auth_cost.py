@@ -101,7 +101,15 @@ class SetupTimer:
 
     def __init__(self, secure, pids: list[int]) -> None:
         self.wall = self.cpu = self.consistency = 0.0
-        set_up, consistency = secure._set_up_block, secure._consistency
+        self.rounds: dict[str, float] = {}  # wall of each round of a step (and of the set-up)
+        set_up, consistency, one_round = secure._set_up_block, secure._consistency, secure._round
+
+        def timed_round(session, indices, make_task, kind, *args, **kwargs):
+            wall0 = time.perf_counter()
+            one_round(session, indices, make_task, kind, *args, **kwargs)
+            self.rounds[kind.__name__] = self.rounds.get(kind.__name__, 0.0) + time.perf_counter() - wall0
+
+        secure._round = timed_round
 
         def timed_consistency(*args):
             wall0 = time.perf_counter()
@@ -119,9 +127,10 @@ class SetupTimer:
 
         secure._set_up_block = timed
 
-    def take(self) -> tuple[float, float, float]:
-        out = (self.wall, self.cpu, self.consistency)
+    def take(self) -> tuple[float, float, float, dict[str, float]]:
+        out = (self.wall, self.cpu, self.consistency, self.rounds)
         self.wall = self.cpu = self.consistency = 0.0
+        self.rounds = {}
         return out
 
 
@@ -181,7 +190,7 @@ def measure(dataset: str, n: int, repeats: int, steps: int, args: argparse.Names
                     wall0, cpu0 = time.perf_counter(), cpu_seconds(pids)
                     total = transport.broadcast(Broadcast(task, size=size)).total
                     wall, cpu = time.perf_counter() - wall0, cpu_seconds(pids) - cpu0
-                    setup_wall, setup_cpu, consistency = timers[variant].take()
+                    setup_wall, setup_cpu, consistency, rounds = timers[variant].take()
                     if not timed:
                         continue
                     if len(total.contributors) != n:
@@ -191,7 +200,8 @@ def measure(dataset: str, n: int, repeats: int, steps: int, args: argparse.Names
                     assert session is not None
                     assert session.server.config.authenticated == (variant == "authenticated")
                     rows[variant].append({"wall": wall, "cpu": cpu, "setup_wall": setup_wall,
-                                          "setup_cpu": setup_cpu, "consistency": consistency})
+                                          "setup_cpu": setup_cpu, "consistency": consistency,
+                                          "rounds": rounds})
     finally:
         stop_all.set()
         for worker in workers:
@@ -213,7 +223,12 @@ def summarise(dataset, n, size, repeats, steps, rows, startup_s, spb) -> dict[st
                "step_cpu_s_median": statistics.median(steady_cpu),
                "setup_s_per_block": statistics.median(setups),
                "setup_cpu_s_per_block": statistics.median(setups_cpu),
-               "consistency_round_s_median": statistics.median(r["consistency"] for r in vrows)}
+               "consistency_round_s_median": statistics.median(r["consistency"] for r in vrows),
+               # each round of a steady step (a step that set up no block), median wall seconds
+               "step_rounds_s_median": {
+                   kind: statistics.median(r["rounds"].get(kind, 0.0) for r in vrows
+                                           if r["setup_wall"] == 0)
+                   for kind in ("MaskedInput", "ConsistencySignature", "UnmaskResponse")}}
         fig["amortised_s"] = fig["step_s_median"] + fig["setup_s_per_block"] / spb
         fig["amortised_cpu_s"] = fig["step_cpu_s_median"] + fig["setup_cpu_s_per_block"] / spb
         out[variant] = fig
@@ -288,6 +303,9 @@ def main() -> int:
                            "steps_per_block, seconds",
             "ratio_wall": "authenticated / unauthenticated amortised_s (the target: <= 1.10 at n = 16)",
             "ratio_cpu": "the same in CPU seconds of every process (coordinator + node workers)",
+            "step_rounds_s_median": "wall seconds of each round of a steady step: the masked "
+                                    "input (the nodes compute), the consistency round "
+                                    "(authenticated only), the unmasking",
             "repeats x steps_per_run": "each variant runs `repeats` runs of `steps_per_run` steps, "
                                        "a new session per run, the order alternating",
         },
