@@ -322,7 +322,7 @@ class SecAggClient:
         self.phase = Phase.SIGNED
         self._own_signature = self._sign(payload)
         mac_out = self._block_secrets().mac_out
-        macs = tuple((peer, common.consistency_mac(mac_out[peer], payload))
+        macs = tuple((peer, common.consistency_mac(mac_out[peer], payload, self.id, peer))
                      for peer in sorted(set(survivors) & set(mac_out)))
         return ConsistencySignature(Header(self.session_id, self.step, self.id), self._own_signature,
                                     macs)
@@ -461,7 +461,7 @@ class SecAggClient:
             # (a cheating signer) falls back to the signature, which the coordinator verified.
             key, mac = mac_in.get(signer), macs.get(signer)
             if key is not None and mac is not None and hmac.compare_digest(
-                    mac, common.consistency_mac(key, payload)):
+                    mac, common.consistency_mac(key, payload, signer, self.id)):
                 continue
             verify_signature(self._peer_identities, signer, signature, payload)
 

@@ -104,9 +104,12 @@ def consistency_mac_keys(agreed: bytes, session_id: bytes, block: int, me: int, 
     return (lo_to_hi, hi_to_lo) if me == lo else (hi_to_lo, lo_to_hi)
 
 
-def consistency_mac(key: bytes, payload: bytes) -> bytes:
-    """HMAC-SHA256 of a consistency payload under a directional `consistency_mac_keys` key."""
-    return hmac.new(key, payload, hashlib.sha256).digest()
+def consistency_mac(key: bytes, payload: bytes, signer: int, receiver: int) -> bytes:
+    """HMAC-SHA256 of a consistency payload under the directional `consistency_mac_keys` key
+    signer -> receiver. The MAC input names both ids explicitly, so the direction does not rest
+    on the key split alone: a MAC signer -> receiver never checks as receiver -> signer (a
+    coordinator reflecting a client's own MAC back to it as its peer's)."""
+    return hmac.new(key, payload + struct.pack(">II", signer, receiver), hashlib.sha256).digest()
 
 
 def transport_aad(session_id: bytes, block: int, sender: int, receiver: int) -> bytes:

@@ -17,8 +17,9 @@ import numpy as np
 from secagg.errors import MalformedMessage, VersionMismatch
 
 MAGIC = b"SA"
-VERSION = 4  # 2: seed and share commitments, unheld peers, pairwise-key reveals; 3: parameter digest;
-#             4: consistency MACs beside the consistency signatures
+VERSION = 5  # 2: seed and share commitments, unheld peers, pairwise-key reveals; 3: parameter digest;
+#             4: consistency MACs beside the consistency signatures; 5: a consistency MAC's input
+#             names its signer and receiver
 _HEADER = struct.Struct(">2sBB16sII")
 SESSION_ID_BYTES = 16
 KEY_BYTES = 32

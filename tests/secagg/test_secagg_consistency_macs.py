@@ -135,6 +135,24 @@ def test_a_coordinator_cannot_certify_with_a_moved_or_forged_mac():
     assert session.clients[0].unmask(_wire(honest)).shares
 
 
+@pytest.mark.parametrize("receiver, signer", [(0, 1), (3, 1)])
+def test_a_clients_own_mac_reflected_back_as_its_peers_is_refused(receiver, signer):
+    """The coordinator holds what `receiver` sent `signer` (a valid MAC over this very list) and
+    hands it back to `receiver` as `signer`'s MAC to it, beside a forged signature of `signer`.
+    The MAC input names signer and receiver, so it fails whatever the key split does."""
+    config = SecAggConfig(n_clients=N, dim=DIM, authenticated=True)
+    session, _ = _at_consistency(config)
+    _signed(session)
+    request = session.server.unmask_request(receiver)
+    assert signer in dict(request.macs)
+    own_mac = session.server._macs[receiver][signer]  # receiver -> signer, over this list
+    reflected = tuple((s, own_mac if s == signer else m) for s, m in request.macs)
+    forged = tuple((s, bytes(64) if s == signer else sig) for s, sig in request.signatures)
+    with pytest.raises(SignatureInvalid, match=f"client {signer}"):
+        session.clients[receiver].unmask(_wire(dataclasses.replace(request, signatures=forged,
+                                                                   macs=reflected)))
+
+
 def test_macs_of_one_list_do_not_certify_another():
     """Client 0 is asked to sign list B (without client 6); the others signed list A (everyone).
     Their signatures and MACs over A, relayed with list B, are refused: nothing certifies B."""
