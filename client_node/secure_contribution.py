@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import struct
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,10 @@ from secagg import SecAggClient, SecAggConfig, decode
 from secagg.messages import ConsistencyRequest, KeyDirectory, ShareDelivery, UnmaskRequest
 
 log = logging.getLogger(__name__)
+
+# Session ids a node remembers having started (the current one included), so it never starts one
+# again: 16 bytes each, the oldest forgotten first.
+USED_SESSIONS = 4096
 
 
 class SecureTaskError(ValueError):
@@ -94,6 +99,7 @@ class SecureContribution:
             raise ValueError(f"the roster's identity key for {node_id} is not this node's")
         self.params: SessionParams | None = None
         self.client: SecAggClient | None = None
+        self._used_sessions: OrderedDict[bytes, None] = OrderedDict()  # see `begin`
         if self.requires_authentication:  # which trust the node's sessions rest on, once
             log.info("node %s takes part only in authenticated secure sessions: %s", node_id,
                      self._mode())
@@ -103,7 +109,9 @@ class SecureContribution:
         return None if self.params is None else self.params.session_id
 
     def begin(self, params: SessionParams) -> bytes:
-        """AdvertiseKeys bytes for the next block; a new session id starts a new client."""
+        """AdvertiseKeys bytes for the next block; a new session id starts a new client, and one
+        this node already started (the last `USED_SESSIONS`) is refused (SecureTaskError, which
+        the task runner answers with a Skip: the coordinator counts the node out of it)."""
         if not (math.isfinite(params.weight_unit) and params.weight_unit > 0):
             raise SecureTaskError(f"weight_unit must be finite and > 0, got {params.weight_unit}")
         if params.members and (
@@ -115,6 +123,13 @@ class SecureContribution:
                 f"{_member(params.members, params.client_index)!r}, this node is {self.node_id!r}"
             )
         if self.client is None or params.session_id != self.session_id:
+            # A session id once started is never started again, not even after another one:
+            # begin(A), begin(B), begin(A) would make a fresh client of A sign (A, step 0) a second
+            # time with the same identity key, two survivor lists of one step endorsed by an
+            # honest node, which is what the one-certified-list property rests on.
+            if params.session_id in self._used_sessions:
+                raise SecureTaskError(f"secure session {params.session_id.hex()} was already "
+                                      "started on this node and left: refusing to start it again")
             identities = self._identities(params)
             self.client = SecAggClient(
                 params.client_index, params.config, params.session_id,
@@ -123,6 +138,9 @@ class SecureContribution:
                 random_bytes=self._random_bytes, context=session_context(params),
             )
             self.params = params
+            self._used_sessions[params.session_id] = None
+            while len(self._used_sessions) > USED_SESSIONS:
+                self._used_sessions.popitem(last=False)
             log.info("node %s: secure session %s begins as client %d of %d", self.node_id,
                      params.session_id.hex(), params.client_index, params.config.n_clients)
         elif params != self.params:

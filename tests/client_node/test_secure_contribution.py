@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from node_helpers import NoSnapshots, SecureCoordinator, begin_message
 
+from client_node import secure_contribution
 from client_node.secure_contribution import SecureContribution, SecureTaskError, SessionParams
 from client_node.task_runner import TaskRunner, session_params
 from codream.aggregation import Contribution
@@ -99,6 +100,36 @@ def test_begin_with_a_new_session_replaces_the_client():
     first = secure.client
     secure.begin(SessionParams(b"b" * 16, 0, CONFIG, 1.0))
     assert secure.client is not first and secure.session_id == b"b" * 16
+
+
+def test_a_session_id_once_left_is_never_begun_again():
+    """begin(A), begin(B), begin(A): a fresh client of A would sign (A, step 0) a second time
+    with the node's identity key (two lists of one step endorsed by an honest node). The node
+    refuses with a Skip, the refusal the coordinator counts; B runs on, and a new id still begins."""
+    runner = TaskRunner("node-0", FixedLogic(contribution([1] * DIM, 1.0)), NoSnapshots())
+
+    def begin(sid, task_id):
+        return runner.run(pb.Task(task_id=task_id, secagg_begin=begin_message(CONFIG, sid, 0, 1.0)),
+                          "m")
+
+    assert begin(b"a" * 16, "1").WhichOneof("body") == "secagg_message"
+    assert begin(b"b" * 16, "2").WhichOneof("body") == "secagg_message"
+    b_client = runner.secure.client
+    again = begin(b"a" * 16, "3")
+    assert again.WhichOneof("body") == "skip"
+    assert "SecureTaskError" in again.skip.reason and "already started" in again.skip.reason
+    assert runner.secure.client is b_client and runner.secure.session_id == b"b" * 16
+    assert begin(b"c" * 16, "4").WhichOneof("body") == "secagg_message"
+
+
+def test_the_used_session_ids_are_bounded(monkeypatch):
+    monkeypatch.setattr(secure_contribution, "USED_SESSIONS", 2)
+    secure = SecureContribution("node-0")
+    for sid in (b"a" * 16, b"b" * 16, b"c" * 16):
+        secure.begin(SessionParams(sid, 0, CONFIG, 1.0))
+    assert list(secure._used_sessions) == [b"b" * 16, b"c" * 16]
+    with pytest.raises(SecureTaskError, match="already started"):
+        secure.begin(SessionParams(b"b" * 16, 0, CONFIG, 1.0))
 
 
 def test_begin_may_not_change_a_running_sessions_parameters():
