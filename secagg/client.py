@@ -318,7 +318,8 @@ class SecAggClient:
         if self.id not in survivors:
             raise RevealRefused("ConsistencyRequest does not list this client as a survivor")
         self._survivors_signed = tuple(sorted(survivors))
-        payload = common.consistency_payload(self.session_id, self.step, survivors)
+        payload = common.consistency_payload(self.session_id, self.step, survivors,
+                                             self._own_advert.c_public)
         self.phase = Phase.SIGNED
         self._own_signature = self._sign(payload)
         mac_out = self._block_secrets().mac_out
@@ -449,13 +450,25 @@ class SecAggClient:
             )
         macs = dict(request.macs)  # a MAC of a client that is not a signer here counts for nothing
         check_ids([s for s, _ in request.macs], self._session_ids(), "UnmaskRequest MACs")
-        mac_in = self._block_secrets().mac_in
-        payload = common.consistency_payload(self.session_id, self.step, request.survivors)
+        relayed = dict(request.signer_keys)
+        check_ids([s for s, _ in request.signer_keys], self._session_ids() - self.neighbours - {self.id},
+                  "UnmaskRequest signer keys")  # a neighbour's key is the one this client holds
+        secrets = self._block_secrets()
+        mac_in = secrets.mac_in
         for signer, signature in request.signatures:
             if signer == self.id:  # Ed25519 is deterministic: its own is the one it made
                 if not hmac.compare_digest(signature, self._own_signature):
                     raise SignatureInvalid(f"bad signature from client {signer} (this client)")
                 continue
+            # the signer's block encryption key its payload names: a neighbour's from this
+            # client's own directory (so a signature of another instance of this session id
+            # fails), any other's as the coordinator relays it
+            c_public = secrets.peer_c.get(signer) if signer in self.neighbours else relayed.get(signer)
+            if c_public is None:
+                raise SignatureInvalid(f"no encryption key of this block for signer {signer}: its "
+                                       "signature cannot be checked")
+            payload = common.consistency_payload(self.session_id, self.step, request.survivors,
+                                                 c_public)
             # A neighbour's HMAC under the key only it and this client hold proves as much as
             # its signature (that it endorsed this list) at a hash's cost; a missing or bad one
             # (a cheating signer) falls back to the signature, which the coordinator verified.

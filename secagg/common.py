@@ -116,10 +116,15 @@ def transport_aad(session_id: bytes, block: int, sender: int, receiver: int) -> 
     return session_id + struct.pack(">III", block, sender, receiver)
 
 
-def consistency_payload(session_id: bytes, step: int, survivors: Iterable[int]) -> bytes:
-    """What each survivor signs in the ConsistencyCheck round."""
+def consistency_payload(session_id: bytes, step: int, survivors: Iterable[int], c_public: bytes
+                        ) -> bytes:
+    """What each survivor signs in the ConsistencyCheck round: the list, bound to (session, step)
+    and to the signer's encryption key `c_public` of the block (fresh per block and per session
+    instance, signed in its AdvertiseKeys), so a signature made in one instance of a session id
+    does not verify in another instance of the same id at a verifier that knows the key."""
     ids = sorted(survivors)
-    return CONSISTENCY_LABEL + session_id + struct.pack(f">II{len(ids)}I", step, len(ids), *ids)
+    return (CONSISTENCY_LABEL + session_id + c_public
+            + struct.pack(f">II{len(ids)}I", step, len(ids), *ids))
 
 
 def params_digest(config: SecAggConfig, session_id: bytes, context: bytes = b"") -> bytes:

@@ -17,9 +17,10 @@ import numpy as np
 from secagg.errors import MalformedMessage, VersionMismatch
 
 MAGIC = b"SA"
-VERSION = 5  # 2: seed and share commitments, unheld peers, pairwise-key reveals; 3: parameter digest;
+VERSION = 6  # 2: seed and share commitments, unheld peers, pairwise-key reveals; 3: parameter digest;
 #             4: consistency MACs beside the consistency signatures; 5: a consistency MAC's input
-#             names its signer and receiver
+#             names its signer and receiver; 6: the consistency payload names the signer's block
+#             encryption key, UnmaskRequest relays those of non-neighbour signers
 _HEADER = struct.Struct(">2sBB16sII")
 SESSION_ID_BYTES = 16
 KEY_BYTES = 32
@@ -262,10 +263,14 @@ class UnmaskRequest(_Wire):
     # (signer, MAC) for signers of `signatures` that are the client's neighbours: each the
     # signer's HMAC of the survivor list addressed to this client, checked instead of its signature
     macs: tuple[tuple[int, bytes], ...] = ()
+    # (signer, c_public) for signers of `signatures` that are not the client's neighbours: the
+    # block encryption key each one's signed payload names (the coordinator's word; a client
+    # uses its own copy of a neighbour's)
+    signer_keys: tuple[tuple[int, bytes], ...] = ()
 
     def _encode_body(self) -> bytes:
         return (_ids(self.survivors) + _ids(self.dropped) + _encode_pairs(self.signatures)
-                + _ids(self.pair_keys) + _encode_pairs(self.macs))
+                + _ids(self.pair_keys) + _encode_pairs(self.macs) + _encode_pairs(self.signer_keys))
 
     @classmethod
     def _decode_body(cls, header: Header, r: _Reader) -> UnmaskRequest:
@@ -274,7 +279,11 @@ class UnmaskRequest(_Wire):
         if any(len(s) != SIGNATURE_BYTES for _, s in signatures):
             raise MalformedMessage(f"signatures must be {SIGNATURE_BYTES} bytes")
         pair_keys = r.ids()
-        return cls(header, survivors, dropped, signatures, pair_keys, _decode_macs(r))
+        macs = _decode_macs(r)
+        signer_keys = _decode_pairs(r)
+        if any(len(k) != KEY_BYTES for _, k in signer_keys):
+            raise MalformedMessage(f"signer keys must be {KEY_BYTES} bytes")
+        return cls(header, survivors, dropped, signatures, pair_keys, macs, signer_keys)
 
 
 KIND_MASK_KEY = 0  # share of the per-step masking secret key s_sk (peer dropped)

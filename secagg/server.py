@@ -230,7 +230,8 @@ class SecAggServer:
         signer = self._survivor(message.header.client_id)
         if signer in self._signatures:
             raise DuplicateClient(f"second consistency signature from client {signer}")
-        payload = common.consistency_payload(self.session_id, self.step, self._survivors)
+        payload = common.consistency_payload(self.session_id, self.step, self._survivors,
+                                             self._adverts[signer].c_public)
         verify_signature(self._identities, signer, message.signature, payload)
         # the MACs cannot be checked here (keys of the two clients); each goes to its recipient,
         # which falls back to the signature verified above if one is bad
@@ -262,14 +263,17 @@ class SecAggServer:
 
     def _certificate_for(self, client_id: int) -> tuple[tuple[tuple[int, bytes], ...],
                                                         tuple[int, ...],
+                                                        tuple[tuple[int, bytes], ...],
                                                         tuple[tuple[int, bytes], ...]]:
-        """(signatures, pair keys, MACs): a quorum of the step's consistency signatures, the
-        client's own first if it signed, then signers with a MAC for it: exactly what certifies
-        the list (the server verified each signature), and the cheapest set for the client to
-        check (its own is a byte comparison, a neighbour's an HMAC, any other a verification)."""
+        """(signatures, pair keys, MACs, signer keys): a quorum of the step's consistency
+        signatures, the client's own first if it signed, then signers with a MAC for it: exactly
+        what certifies the list (the server verified each signature), and the cheapest set for
+        the client to check (its own is a byte comparison, a neighbour's an HMAC, any other a
+        verification); the block encryption keys its signed payload names, of the signers that
+        are not the client's neighbours (it holds its neighbours' own)."""
         pair_keys = tuple(sorted(self._pair_path))
         if not self._signatures:
-            return (), pair_keys, ()
+            return (), pair_keys, (), ()
         quorum = self.config.certification_quorum
         chosen = [client_id] if client_id in self._signatures else []
         others = sorted((s for s in self._signatures if s != client_id),
@@ -277,7 +281,9 @@ class SecAggServer:
         chosen += others[:quorum - len(chosen)]
         macs = tuple((s, self._macs[s][client_id]) for s in sorted(chosen)
                      if client_id in self._macs[s])
-        return tuple((s, self._signatures[s]) for s in sorted(chosen)), pair_keys, macs
+        keys = tuple((s, self._adverts[s].c_public) for s in sorted(chosen)
+                     if s != client_id and s not in self.graph[client_id])
+        return tuple((s, self._signatures[s]) for s in sorted(chosen)), pair_keys, macs, keys
 
     def receive_unmask(self, message: UnmaskResponse) -> None:
         self._in_phase(ServerPhase.UNMASK, "receive_unmask")

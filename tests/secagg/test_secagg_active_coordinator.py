@@ -63,7 +63,10 @@ def _signatures(session, survivors, signers):
 
 def _request(session, i, survivors, dropped, signatures):
     header = Header(session.server.session_id, 0, i)
-    return _wire(UnmaskRequest(header, survivors, dropped, signatures, dropped))
+    server = session.server  # relays the block encryption keys of the non-neighbour signers
+    keys = tuple((s, server._adverts[s].c_public) for s, _ in signatures
+                 if s != i and s not in server.graph[i])
+    return _wire(UnmaskRequest(header, survivors, dropped, signatures, dropped, (), keys))
 
 
 def _shrinking_attack(session, list_a_signers, list_b_signers):

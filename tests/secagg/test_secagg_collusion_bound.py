@@ -63,8 +63,8 @@ def _attack(threshold, n=N, colluding=1):
         signatures = [(i, clients[i].sign_survivors(_wire(ConsistencyRequest(Header(sid, 0, i),
                                                                               survivors))).signature)
                       for i in honest]
-        forged = [(c, clients[c]._identity.sign(consistency_payload(sid, 0, survivors)))
-                  for c in corrupt]
+        forged = [(c, clients[c]._identity.sign(consistency_payload(
+            sid, 0, survivors, clients[c]._own_advert.c_public))) for c in corrupt]
         return tuple(sorted([*signatures, *forged]))  # corrupt clients sign both
 
     sig1, sig2 = certify(everyone, l1_holders), certify(without, l2_holders)

@@ -14,6 +14,7 @@ forged signature beside it.
 import dataclasses
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from secagg_helpers import assert_sum, make_inputs
 
 import secagg.client
@@ -49,8 +50,8 @@ def verifications(monkeypatch):
     return calls
 
 
-def _at_consistency(config):
-    session = InProcessSession.create(config)
+def _at_consistency(config, **create):
+    session = InProcessSession.create(config, **create)
     session.setup_block()
     inputs = make_inputs(config.n_clients, config.dim)
     for i in range(config.n_clients):
@@ -170,6 +171,45 @@ def test_macs_of_one_list_do_not_certify_another():
     request = UnmaskRequest(Header(sid, 0, 0), without, (N - 1,), signatures, (), macs)
     with pytest.raises(SignatureInvalid):
         session.clients[0].unmask(_wire(request))
+
+
+def test_a_signature_from_another_instance_of_the_session_id_is_refused():
+    """The coordinator runs session id A twice with the same identity keys (a node would refuse
+    the second begin, client_node; here the library alone). The payload names the signer's block
+    encryption key, fresh per instance, so the first instance's signatures over the very list
+    the client signed in the second do not verify there: no endorsement carries over."""
+    config = SecAggConfig(n_clients=N, dim=DIM, authenticated=True)
+    keys = {i: Ed25519PrivateKey.generate() for i in range(N)}
+    first, _ = _at_consistency(config, session_id=b"A" * 16, identity_keys=keys)
+    _signed(first)
+    old = first.server._signatures
+    second, _ = _at_consistency(config, session_id=b"A" * 16, identity_keys=keys)
+    own = second.clients[0].sign_survivors(_wire(second.server.consistency_request(0)))
+    quorum = config.certification_quorum
+    signatures = ((0, own.signature),) + tuple((i, old[i]) for i in range(1, quorum))
+    request = UnmaskRequest(Header(b"A" * 16, 0, 0), tuple(range(N)), (), signatures)
+    with pytest.raises(SignatureInvalid, match="client 1"):
+        second.clients[0].unmask(_wire(request))
+    relayed = dataclasses.replace(request, signer_keys=((1, first.clients[1]._own_advert.c_public),))
+    with pytest.raises(UnknownClient, match="signer keys"):  # a neighbour's key is its own copy
+        second.clients[0].unmask(_wire(relayed))
+
+
+def test_sparse_graph_non_neighbour_signers_keys_are_relayed():
+    config = SecAggConfig(n_clients=16, dim=DIM, graph="secagg+", degree=4, authenticated=True)
+    session, _ = _at_consistency(config)
+    _signed(session)
+    graph = session.server.graph
+    request = session.server.unmask_request(0)
+    relayed = {s for s, _ in request.signer_keys}
+    assert relayed == {s for s, _ in request.signatures} - graph[0] - {0} and relayed
+    assert _wire(request) == request
+    with pytest.raises(MalformedMessage, match="signer keys must be 32 bytes"):
+        _wire(dataclasses.replace(request, signer_keys=((1, bytes(31)),)))
+    missing = dataclasses.replace(request, signer_keys=request.signer_keys[1:])
+    with pytest.raises(SignatureInvalid, match="no encryption key"):
+        session.clients[0].unmask(_wire(missing))
+    assert session.clients[0].unmask(_wire(request)).shares
 
 
 def test_consistency_macs_on_the_wire_are_checked():
