@@ -137,8 +137,11 @@ class TrainConfig:
     weight_decay: float = 5e-4
     batch_size: int = 64
     optimizer: str = "sgd"  # sgd (with momentum) or adam
+    local_loss: str = "ce"  # or "balanced": logit-adjusted by the client's class prior
 
     def __post_init__(self) -> None:
+        require(self.local_loss in LOCAL_LOSSES, "train.local_loss",
+                f"must be one of {', '.join(LOCAL_LOSSES)}, got {self.local_loss!r}")
         require(self.optimizer in OPTIMIZERS, "train.optimizer",
                 f"must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         require(self.lr > 0, "train.lr", "must be > 0")

@@ -125,7 +125,7 @@ class NodeTaskLogic:
     def _train_local(self, task: TrainLocal) -> Reply:
         loss = train_supervised(
             self.model, self.x_train, self.y_train, task.epochs, self.config.train.optimizer_config(),
-            self.generator,
+            self.generator, log_prior=self._train_log_prior(),
         )
         return TrainReport(len(self.x_train), loss)
 
@@ -150,6 +150,12 @@ class NodeTaskLogic:
                                    student, targets)
         values = class_weighted_update(delta, targets, counts)
         return self._contribution(values, "dream update", task.round, already_weighted=True)
+
+    def _train_log_prior(self) -> torch.Tensor | None:
+        """log π_k for a logit-adjusted local loss (`train.local_loss = "balanced"`), else None."""
+        if self.config.train.local_loss != "balanced":
+            return None
+        return log_class_prior(self.y_train, self.num_classes or int(self.y_train.max().item()) + 1)
 
     def _class_counts(self, classes: int) -> torch.Tensor:
         """n_k (classes,): how many samples of each class this node holds."""
@@ -195,7 +201,7 @@ class NodeTaskLogic:
             load_flat_state(self.model, task.parameters)
         train_supervised(
             self.model, self.x_train, self.y_train, task.epochs, self.config.train.optimizer_config(),
-            self.generator, cosine=False,
+            self.generator, cosine=False, log_prior=self._train_log_prior(),
         )
         return self._contribution(torch.from_numpy(flatten_state(self.model)), "parameters",
                                   task.round)

@@ -62,8 +62,12 @@ def train_supervised(
     config: OptimizerConfig,
     generator: torch.Generator,
     cosine: bool = True,
+    log_prior: torch.Tensor | None = None,
 ) -> float:
-    """Cross-entropy training; returns the mean loss of the last epoch (nan if no batches)."""
+    """Cross-entropy training; returns the mean loss of the last epoch (nan if no batches).
+
+    `log_prior` (classes,): the loss is logit-adjusted by the local class prior
+    (`local_cross_entropy`), so the model's own scores come out class-balanced."""
     if epochs <= 0 or len(x) == 0:
         return float("nan")
     optimizer = make_optimizer(model, config)
@@ -77,7 +81,7 @@ def train_supervised(
             if len(idx) < 2:  # BatchNorm cannot normalise a single sample
                 continue
             idx = idx.to(x.device)
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            loss = local_cross_entropy(model(x[idx]), y[idx], log_prior)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -87,3 +87,38 @@ def test_cosine_schedule_halves_the_second_of_two_steps() -> None:
     knowledge_acquisition(model, x, y, dreams, logits, 2, recipe, kd_weight=0.0, temperature=2.0,
                           dream_batch_size=2, generator=torch.Generator().manual_seed(0), cosine=True)
     assert torch.allclose(model[1].weight.detach(), expected, atol=1e-6)
+
+
+def test_supervised_training_with_a_log_prior_takes_the_logit_adjusted_step() -> None:
+    """One SGD step of `train_supervised` with `log_prior` is the step of CE(f(x) + log π, y)."""
+    from torch import nn
+
+    from codream.training import OptimizerConfig, train_supervised
+
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 1, 2, 2), torch.tensor([0, 1, 0, 0])
+    prior = log_class_prior(torch.tensor([0] * 30 + [1] * 10), num_classes=3)
+    recipe = OptimizerConfig(lr=0.5, momentum=0.0, weight_decay=0.0, batch_size=4)
+    results = {}
+    for name, log_prior in (("plain", None), ("balanced", prior)):
+        model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3, bias=False))
+        nn.init.zeros_(model[1].weight)
+        train_supervised(model, x, y, 1, recipe, torch.Generator().manual_seed(0), cosine=False,
+                         log_prior=log_prior)
+        results[name] = model[1].weight.detach().clone()
+    expected = {}
+    for name, log_prior in (("plain", None), ("balanced", prior)):
+        w = torch.zeros(3, 4, requires_grad=True)
+        local_cross_entropy(x.flatten(1) @ w.T, y, log_prior).backward()
+        expected[name] = -0.5 * w.grad
+    assert torch.allclose(results["plain"], expected["plain"], atol=1e-6)
+    assert torch.allclose(results["balanced"], expected["balanced"], atol=1e-6)
+    assert not torch.allclose(results["plain"], results["balanced"])
+
+
+def test_train_local_loss_is_validated() -> None:
+    from codream.config import TrainConfig
+
+    assert TrainConfig(local_loss="balanced").local_loss == "balanced"
+    with pytest.raises(ConfigError, match="train.local_loss"):
+        TrainConfig(local_loss="focal")
