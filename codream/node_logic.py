@@ -144,18 +144,22 @@ class NodeTaskLogic:
             delta = local_dream_update(self.model, dreams.to(self.device), dream_config.local(),
                                        student)
             return self._contribution(delta, "dream update", task.round)
-        counts = self._class_counts(self.num_classes or int(self.y_train.max().item()) + 1)
+        counts = self._class_counts(self._classes())
         targets = dream_targets(len(dreams), len(counts), self.device)
         delta = local_dream_update(self.model, dreams.to(self.device), dream_config.local(),
                                    student, targets)
         values = class_weighted_update(delta, targets, counts)
         return self._contribution(values, "dream update", task.round, already_weighted=True)
 
+    def _classes(self) -> int:
+        """The data set's class count, or (not known) one past the largest local label."""
+        return self.num_classes or int(self.y_train.max().item()) + 1
+
     def _train_log_prior(self) -> torch.Tensor | None:
         """log π_k for a logit-adjusted local loss (`train.local_loss = "balanced"`), else None."""
         if self.config.train.local_loss != "balanced":
             return None
-        return log_class_prior(self.y_train, self.num_classes or int(self.y_train.max().item()) + 1)
+        return log_class_prior(self.y_train, self._classes())
 
     def _class_counts(self, classes: int) -> torch.Tensor:
         """n_k (classes,): how many samples of each class this node holds."""

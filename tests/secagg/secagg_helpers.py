@@ -14,3 +14,10 @@ def assert_sum(result, inputs, clip=1.0, weights=None):
     assert err <= result.error_bound, (err, result.error_bound)
     want_weight = len(result.survivors) if weights is None else sum(weights[i] for i in result.survivors)
     assert abs(result.weight - want_weight) <= 1e-6 * max(1.0, want_weight)
+
+
+def wire_round_trip(message):
+    """The message as a peer decodes it: encoded to bytes and decoded again (type checked)."""
+    from secagg.messages import decode
+
+    return decode(message.to_bytes(), type(message))

@@ -10,6 +10,7 @@ which the old rule (t signatures) accepted; a strict majority of all members can
 
 import numpy as np
 import pytest
+from secagg_helpers import wire_round_trip
 
 from secagg import InProcessSession, InsufficientSurvivors, PhaseError, SecAggConfig, shamir
 from secagg.common import self_mask_key, x_coordinate
@@ -19,15 +20,10 @@ from secagg.messages import (
     ConsistencyRequest,
     Header,
     UnmaskRequest,
-    decode,
 )
 from secagg.prg import expand
 
 N, DIM = 9, 16
-
-
-def _wire(message):
-    return decode(message.to_bytes(), type(message))
 
 
 def _masked_session():
@@ -38,7 +34,7 @@ def _masked_session():
     rng = np.random.default_rng(1)
     inputs = {i: rng.uniform(-0.9, 0.9, DIM) for i in range(N)}
     for i in range(N):
-        session.server.receive_masked_input(_wire(session.clients[i].masked_input(0, inputs[i])))
+        session.server.receive_masked_input(wire_round_trip(session.clients[i].masked_input(0, inputs[i])))
     session.server.close_inputs()
     return session, inputs
 
@@ -56,8 +52,8 @@ def _signatures(session, survivors, signers):
     sid = session.server.session_id
     out = []
     for i in signers:
-        request = _wire(ConsistencyRequest(Header(sid, 0, i), survivors))
-        out.append((i, _wire(session.clients[i].sign_survivors(request)).signature))
+        request = wire_round_trip(ConsistencyRequest(Header(sid, 0, i), survivors))
+        out.append((i, wire_round_trip(session.clients[i].sign_survivors(request)).signature))
     return tuple(sorted(out))
 
 
@@ -66,7 +62,7 @@ def _request(session, i, survivors, dropped, signatures):
     server = session.server  # relays the block encryption keys of the non-neighbour signers
     keys = tuple((s, server._adverts[s].c_public) for s, _ in signatures
                  if s != i and s not in server.graph[i])
-    return _wire(UnmaskRequest(header, survivors, dropped, signatures, dropped, (), keys))
+    return wire_round_trip(UnmaskRequest(header, survivors, dropped, signatures, dropped, (), keys))
 
 
 def _shrinking_attack(session, list_a_signers, list_b_signers):

@@ -18,6 +18,7 @@ and n = 7, c = 2 below).
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from secagg_helpers import wire_round_trip
 
 from codream.config import SecureAggregationConfig
 from codream.secure_plan import session_config
@@ -29,15 +30,10 @@ from secagg.messages import (
     ConsistencyRequest,
     Header,
     UnmaskRequest,
-    decode,
 )
 from secagg.prg import expand
 
 N, DIM, VICTIM = 5, 8, 0
-
-
-def _wire(message):
-    return decode(message.to_bytes(), type(message))
 
 
 def _attack(threshold, n=N, colluding=1):
@@ -55,12 +51,12 @@ def _attack(threshold, n=N, colluding=1):
     peer_keys = {v: clients[VICTIM]._secrets.peer_s[v][0] for v in range(n) if v != VICTIM}
     x = np.linspace(-3.0, 3.0, DIM)
     for i in range(n):
-        server.receive_masked_input(_wire(clients[i].masked_input(0, x * (i == VICTIM))))
+        server.receive_masked_input(wire_round_trip(clients[i].masked_input(0, x * (i == VICTIM))))
     y = server._inputs[VICTIM].astype(np.uint32)  # the victim's masked input, as relayed
     everyone, without = tuple(range(n)), tuple(i for i in range(n) if i != VICTIM)
 
     def certify(survivors, honest):
-        signatures = [(i, clients[i].sign_survivors(_wire(ConsistencyRequest(Header(sid, 0, i),
+        signatures = [(i, clients[i].sign_survivors(wire_round_trip(ConsistencyRequest(Header(sid, 0, i),
                                                                               survivors))).signature)
                       for i in honest]
         forged = [(c, clients[c]._identity.sign(consistency_payload(
@@ -70,11 +66,12 @@ def _attack(threshold, n=N, colluding=1):
     sig1, sig2 = certify(everyone, l1_holders), certify(without, l2_holders)
     b_shares, s_shares = [], []
     for i in l1_holders:  # told: the victim survived
-        response = clients[i].unmask(_wire(UnmaskRequest(Header(sid, 0, i), everyone, (), sig1, ())))
+        request = UnmaskRequest(Header(sid, 0, i), everyone, (), sig1, ())
+        response = clients[i].unmask(wire_round_trip(request))
         b_shares += [(i, s) for p, k, s in response.shares if p == VICTIM and k == KIND_SELF_MASK]
     for i in l2_holders:  # told: the victim dropped
-        response = clients[i].unmask(_wire(UnmaskRequest(Header(sid, 0, i), without, (VICTIM,),
-                                                         sig2, ())))
+        request = UnmaskRequest(Header(sid, 0, i), without, (VICTIM,), sig2, ())
+        response = clients[i].unmask(wire_round_trip(request))
         s_shares += [(i, s) for p, k, s in response.shares if p == VICTIM and k == KIND_MASK_KEY]
     for c in corrupt:
         held = clients[c]._secrets.held[VICTIM]  # (2, steps, CHUNKS): [0] s_sk, [1] b

@@ -15,7 +15,7 @@ import dataclasses
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from secagg_helpers import assert_sum, make_inputs
+from secagg_helpers import assert_sum, make_inputs, wire_round_trip
 
 import secagg.client
 from secagg import (
@@ -25,15 +25,10 @@ from secagg import (
     SecAggConfig,
     SignatureInvalid,
     UnknownClient,
-    decode,
 )
 from secagg.messages import ConsistencyRequest, Header, UnmaskRequest
 
 N, DIM = 7, 6
-
-
-def _wire(message):
-    return decode(message.to_bytes(), type(message))
 
 
 @pytest.fixture
@@ -55,7 +50,7 @@ def _at_consistency(config, **create):
     session.setup_block()
     inputs = make_inputs(config.n_clients, config.dim)
     for i in range(config.n_clients):
-        session.server.receive_masked_input(_wire(session.clients[i].masked_input(0, inputs[i])))
+        session.server.receive_masked_input(wire_round_trip(session.clients[i].masked_input(0, inputs[i])))
     session.server.close_inputs()
     return session, inputs
 
@@ -63,16 +58,16 @@ def _at_consistency(config, **create):
 def _signed(session, tamper=None):
     """Every survivor signs; `tamper(i, signature)` may replace what client i sends."""
     for i in range(session.config.n_clients):
-        signature = session.clients[i].sign_survivors(_wire(session.server.consistency_request(i)))
+        signature = session.clients[i].sign_survivors(wire_round_trip(session.server.consistency_request(i)))
         if tamper is not None:
             signature = tamper(i, signature)
-        session.server.receive_consistency(_wire(signature))
+        session.server.receive_consistency(wire_round_trip(signature))
 
 
 def _unmask_all(session):
     for i in range(session.config.n_clients):
-        request = _wire(session.server.unmask_request(i))
-        session.server.receive_unmask(_wire(session.clients[i].unmask(request)))
+        request = wire_round_trip(session.server.unmask_request(i))
+        session.server.receive_unmask(wire_round_trip(session.clients[i].unmask(request)))
     return session.server.finish_step()
 
 
@@ -129,11 +124,11 @@ def test_a_coordinator_cannot_certify_with_a_moved_or_forged_mac():
     for mac in (others_mac, bytes(32), macs[request.macs[1][0]]):
         moved = tuple((s, mac if s == signer else m) for s, m in request.macs)
         with pytest.raises(SignatureInvalid, match=f"client {signer}"):
-            session.clients[0].unmask(_wire(dataclasses.replace(request, signatures=forged_sig,
+            session.clients[0].unmask(wire_round_trip(dataclasses.replace(request, signatures=forged_sig,
                                                                 macs=moved)))
     # a MAC beside a valid signature: the signature is checked instead, and holds
     honest = dataclasses.replace(request, macs=tuple((s, bytes(32)) for s, _ in request.macs))
-    assert session.clients[0].unmask(_wire(honest)).shares
+    assert session.clients[0].unmask(wire_round_trip(honest)).shares
 
 
 @pytest.mark.parametrize("receiver, signer", [(0, 1), (3, 1)])
@@ -150,7 +145,7 @@ def test_a_clients_own_mac_reflected_back_as_its_peers_is_refused(receiver, sign
     reflected = tuple((s, own_mac if s == signer else m) for s, m in request.macs)
     forged = tuple((s, bytes(64) if s == signer else sig) for s, sig in request.signatures)
     with pytest.raises(SignatureInvalid, match=f"client {signer}"):
-        session.clients[receiver].unmask(_wire(dataclasses.replace(request, signatures=forged,
+        session.clients[receiver].unmask(wire_round_trip(dataclasses.replace(request, signatures=forged,
                                                                    macs=reflected)))
 
 
@@ -161,16 +156,16 @@ def test_macs_of_one_list_do_not_certify_another():
     session, _ = _at_consistency(config)
     sid = session.server.session_id
     everyone, without = tuple(range(N)), tuple(range(N - 1))
-    signed_a = {i: session.clients[i].sign_survivors(_wire(ConsistencyRequest(Header(sid, 0, i),
+    signed_a = {i: session.clients[i].sign_survivors(wire_round_trip(ConsistencyRequest(Header(sid, 0, i),
                                                                               everyone)))
                 for i in range(1, N)}
-    own_b = session.clients[0].sign_survivors(_wire(ConsistencyRequest(Header(sid, 0, 0), without)))
+    own_b = session.clients[0].sign_survivors(wire_round_trip(ConsistencyRequest(Header(sid, 0, 0), without)))
     signers = (1, 2, 3)  # with its own: a quorum of 4 of 7, if A's endorsements counted for B
     signatures = ((0, own_b.signature),) + tuple((i, signed_a[i].signature) for i in signers)
     macs = tuple((i, dict(signed_a[i].macs)[0]) for i in signers)
     request = UnmaskRequest(Header(sid, 0, 0), without, (N - 1,), signatures, (), macs)
     with pytest.raises(SignatureInvalid):
-        session.clients[0].unmask(_wire(request))
+        session.clients[0].unmask(wire_round_trip(request))
 
 
 def test_a_signature_from_another_instance_of_the_session_id_is_refused():
@@ -184,15 +179,15 @@ def test_a_signature_from_another_instance_of_the_session_id_is_refused():
     _signed(first)
     old = first.server._signatures
     second, _ = _at_consistency(config, session_id=b"A" * 16, identity_keys=keys)
-    own = second.clients[0].sign_survivors(_wire(second.server.consistency_request(0)))
+    own = second.clients[0].sign_survivors(wire_round_trip(second.server.consistency_request(0)))
     quorum = config.certification_quorum
     signatures = ((0, own.signature),) + tuple((i, old[i]) for i in range(1, quorum))
     request = UnmaskRequest(Header(b"A" * 16, 0, 0), tuple(range(N)), (), signatures)
     with pytest.raises(SignatureInvalid, match="client 1"):
-        second.clients[0].unmask(_wire(request))
+        second.clients[0].unmask(wire_round_trip(request))
     relayed = dataclasses.replace(request, signer_keys=((1, first.clients[1]._own_advert.c_public),))
     with pytest.raises(UnknownClient, match="signer keys"):  # a neighbour's key is its own copy
-        second.clients[0].unmask(_wire(relayed))
+        second.clients[0].unmask(wire_round_trip(relayed))
 
 
 def test_sparse_graph_non_neighbour_signers_keys_are_relayed():
@@ -203,33 +198,33 @@ def test_sparse_graph_non_neighbour_signers_keys_are_relayed():
     request = session.server.unmask_request(0)
     relayed = {s for s, _ in request.signer_keys}
     assert relayed == {s for s, _ in request.signatures} - graph[0] - {0} and relayed
-    assert _wire(request) == request
+    assert wire_round_trip(request) == request
     with pytest.raises(MalformedMessage, match="signer keys must be 32 bytes"):
-        _wire(dataclasses.replace(request, signer_keys=((1, bytes(31)),)))
+        wire_round_trip(dataclasses.replace(request, signer_keys=((1, bytes(31)),)))
     missing = dataclasses.replace(request, signer_keys=request.signer_keys[1:])
     with pytest.raises(SignatureInvalid, match="no encryption key"):
-        session.clients[0].unmask(_wire(missing))
-    assert session.clients[0].unmask(_wire(request)).shares
+        session.clients[0].unmask(wire_round_trip(missing))
+    assert session.clients[0].unmask(wire_round_trip(request)).shares
 
 
 def test_consistency_macs_on_the_wire_are_checked():
     config = SecAggConfig(n_clients=N, dim=DIM, authenticated=True)
     session, _ = _at_consistency(config)
-    signature = session.clients[0].sign_survivors(_wire(session.server.consistency_request(0)))
+    signature = session.clients[0].sign_survivors(wire_round_trip(session.server.consistency_request(0)))
     assert [r for r, _ in signature.macs] == list(range(1, N))  # every surviving neighbour
-    assert _wire(signature) == signature
+    assert wire_round_trip(signature) == signature
     short = dataclasses.replace(signature, macs=((1, bytes(31)),))
     with pytest.raises(MalformedMessage, match="MACs must be 32 bytes"):
-        _wire(short)
+        wire_round_trip(short)
     to_itself = dataclasses.replace(signature, macs=((0, bytes(32)),))
     with pytest.raises(UnknownClient, match="MACs"):
         session.server.receive_consistency(to_itself)
-    session.server.receive_consistency(_wire(signature))
+    session.server.receive_consistency(wire_round_trip(signature))
     request = UnmaskRequest(Header(session.server.session_id, 0, 0), (0,), (), (), (),
                             ((1, bytes(32)),))
-    assert _wire(request) == request
+    assert wire_round_trip(request) == request
     with pytest.raises(MalformedMessage, match="MACs must be 32 bytes"):
-        _wire(dataclasses.replace(request, macs=((1, bytes(33)),)))
+        wire_round_trip(dataclasses.replace(request, macs=((1, bytes(33)),)))
 
 
 def test_too_few_signers_are_refused_before_any_verification(verifications):
@@ -239,5 +234,5 @@ def test_too_few_signers_are_refused_before_any_verification(verifications):
     request = session.server.unmask_request(0)
     few = dataclasses.replace(request, signatures=request.signatures[:2])
     with pytest.raises(InsufficientSurvivors, match="signatures"):
-        session.clients[0].unmask(_wire(few))
+        session.clients[0].unmask(wire_round_trip(few))
     assert verifications == []

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from secagg_helpers import assert_sum, make_inputs
+from secagg_helpers import assert_sum, make_inputs, wire_round_trip
 
 from secagg import (
     InProcessSession,
@@ -40,10 +40,6 @@ P = 2**255 - 19
 CONFIG = SecAggConfig(n_clients=N, dim=DIM, threshold=T)
 
 
-def _wire(message):
-    return decode(message.to_bytes(), type(message))
-
-
 def run_step(config=CONFIG, inputs=None, *, advert=None, share_keys=None, delivery=None,
              masked=None, unmask=None, session=None, refusals=None):
     """One step by hand; each hook `(i, message) -> message | None` may tamper with or silence
@@ -60,22 +56,22 @@ def run_step(config=CONFIG, inputs=None, *, advert=None, share_keys=None, delive
     for i in ids:
         message = hooked(advert, i, clients[i].advertise_keys())
         if message is not None:
-            server.receive_advertise(_wire(message))
+            server.receive_advertise(wire_round_trip(message))
     server.close_advertise()
     for i in sorted(server.alive):
-        message = hooked(share_keys, i, clients[i].share_keys(_wire(server.key_directory(i))))
+        message = hooked(share_keys, i, clients[i].share_keys(wire_round_trip(server.key_directory(i))))
         if message is not None:
-            server.receive_share_keys(_wire(message))
+            server.receive_share_keys(wire_round_trip(message))
     server.close_share_keys()
     for i in sorted(server.alive):
-        clients[i].receive_shares(_wire(hooked(delivery, i, server.share_delivery(i))))
+        clients[i].receive_shares(wire_round_trip(hooked(delivery, i, server.share_delivery(i))))
     for i in sorted(server.alive):
         message = hooked(masked, i, clients[i].masked_input(server.step, inputs[i]))
         if message is not None:
-            server.receive_masked_input(_wire(message))
+            server.receive_masked_input(wire_round_trip(message))
     for i in server.close_inputs():
         try:
-            response = clients[i].unmask(_wire(server.unmask_request(i)))
+            response = clients[i].unmask(wire_round_trip(server.unmask_request(i)))
         except SecAggError as error:
             if refusals is None:
                 raise
@@ -83,7 +79,7 @@ def run_step(config=CONFIG, inputs=None, *, advert=None, share_keys=None, delive
             continue
         message = hooked(unmask, i, response)
         if message is not None:
-            server.receive_unmask(_wire(message))
+            server.receive_unmask(wire_round_trip(message))
     return session, server.finish_step()
 
 
