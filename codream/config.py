@@ -85,6 +85,8 @@ class DistillConfig:
     schedule: str = "constant"  # learning rate within one knowledge acquisition, or "cosine"
     dream_shift: int = 0  # dreams translated by up to this many pixels whenever a model learns
                           # from them (clients, server model, student); 0: off
+    keep_confident: float = 1.0  # fraction of each dream batch distilled: those whose z̄ is most
+                                 # confident (the dreams the clients agree on); 1: all
 
     def __post_init__(self) -> None:
         require(self.local_loss in LOCAL_LOSSES, "distill.local_loss",
@@ -107,6 +109,8 @@ class DistillConfig:
         require(self.schedule in ("constant", "cosine"), "distill.schedule",
                 f"must be 'constant' or 'cosine', got {self.schedule!r}")
         require(self.dream_shift >= 0, "distill.dream_shift", "must be >= 0 (0: off)")
+        require(0 < self.keep_confident <= 1, "distill.keep_confident",
+                f"must be in (0, 1] (1: distil every dream), got {self.keep_confident}")
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from codream.messages import (
     TrainReport,
 )
 from codream.parameters import flatten_state, load_flat_state
-from codream.soft_labels import soft_label_values
+from codream.soft_labels import kept_per_batch, soft_label_values
 from codream.training import (
     OptimizerConfig,
     evaluate,
@@ -175,8 +175,9 @@ class NodeTaskLogic:
     @handles(AcquireKnowledge)
     def _acquire_knowledge(self, task: AcquireKnowledge) -> Reply:
         distill = self.config.distill
-        # A round's batches arrive together; the buffer counts dream batches, as the server's.
-        batch = self.config.dream.batch_size
+        # A round's batches arrive together; the buffer counts dream batches, as the server's
+        # (each of the dreams the coordinator kept of it, `distill.keep_confident`).
+        batch = kept_per_batch(self.config.dream.batch_size, distill.keep_confident)
         for dreams, logits in zip(task.dreams.split(batch), task.logits.split(batch), strict=True):
             self.buffer.add(dreams.to(self.device), logits.to(self.device))
         dreams, logits = self.buffer.tensors()

@@ -11,6 +11,8 @@ per client.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -53,3 +55,19 @@ def aggregated_logits(total: torch.Tensor, weight: float, batch: int, classes: i
     if (~held).any():
         out[:, ~held] = out[:, held].min() if held.any() else 0.0
     return out
+
+
+def kept_per_batch(batch: int, fraction: float) -> int:
+    """How many dreams of a batch of `batch` knowledge acquisition keeps (`distill.keep_confident`)."""
+    return max(1, math.ceil(batch * fraction - 1e-9))
+
+
+def most_confident(logits: torch.Tensor, keep: int) -> torch.Tensor:
+    """Indices (ascending) of the `keep` dreams whose aggregated soft label is most confident.
+
+    A dream that the clients pull towards different classes gets a z̄ with several high scores,
+    so a low max softmax(z̄); keeping the confident ones keeps the dreams the federation agrees
+    on. Ties go to the lower index, so every party selects the same dreams."""
+    confidence = F.softmax(logits.float(), dim=1).max(dim=1).values  # (B,)
+    order = torch.argsort(-confidence, stable=True)
+    return order[:keep].sort().values

@@ -23,7 +23,7 @@ from codream.messages import AcquireKnowledge, DreamStep, SoftLabels, TrainLocal
 from codream.models import build_seeded_model
 from codream.round_protocol import SHARE, WORK, Broadcast, Replies, RoundSteps
 from codream.server_optimizer import apply_update, init_state
-from codream.soft_labels import aggregated_logits, soft_label_size
+from codream.soft_labels import aggregated_logits, kept_per_batch, most_confident, soft_label_size
 from codream.strategies.base import FederationSetting, Strategy, cpu_copy
 from codream.training import evaluate, train_on_dreams
 
@@ -71,7 +71,7 @@ class CoDream(Strategy):
             dreams = yield from self._synthesise(r, b, fewest, excluded)
             logits = yield from self._soft_labels(r, b, dreams)
             if logits is not None:
-                labelled.append((dreams, logits))
+                labelled.append(self._keep_confident(dreams, logits))
         if labelled:
             yield from self._acquire_knowledge(r, labelled)
         extra: dict[str, Any] = {
@@ -125,6 +125,15 @@ class CoDream(Strategy):
             return None
         return aggregated_logits(torch.from_numpy(total.total.astype(np.float32)), total.weight,
                                  config.dream.batch_size, classes, mode)
+
+    def _keep_confident(self, dreams: torch.Tensor, logits: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's dreams the federation agrees on (`distill.keep_confident`), with their z̄."""
+        keep = kept_per_batch(len(dreams), self.config.distill.keep_confident)
+        if keep >= len(dreams):
+            return dreams, logits
+        idx = most_confident(logits, keep)
+        return dreams[idx], logits[idx]
 
     def _acquire_knowledge(self, r: int, labelled: list[tuple[torch.Tensor, torch.Tensor]]
                            ) -> Generator[Broadcast, Replies, None]:

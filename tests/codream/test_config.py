@@ -60,6 +60,8 @@ def test_defaults_are_valid_and_match_the_design():
         ({"device": "tpu"}, "device"),
         ({"train": {"momentum": 1.0}}, "train.momentum"),
         ({"distill": {"temperature": 0}}, "distill.temperature"),
+        ({"distill": {"keep_confident": 0}}, "distill.keep_confident"),
+        ({"distill": {"keep_confident": 1.5}}, "distill.keep_confident"),
         ({"server_model": {"batch_size": 1}}, "server_model.batch_size"),
         ({"colour": "blue"}, "colour"),
     ],

@@ -5,7 +5,13 @@ import math
 import pytest
 import torch
 
-from codream.soft_labels import aggregated_logits, soft_label_size, soft_label_values
+from codream.soft_labels import (
+    aggregated_logits,
+    kept_per_batch,
+    most_confident,
+    soft_label_size,
+    soft_label_values,
+)
 
 
 def test_samples_mode_is_the_weighted_mean_of_logits():
@@ -66,3 +72,20 @@ def test_class_probs_mode_is_the_count_weighted_mean_probability_so_no_client_ve
         sum(soft_label_values(z, 1.0, counts, "class_counts") for z in (logits_a, logits_b)),
         2.0, 1, 2, "class_counts")
     assert geometric[0].argmax().item() == 1 and out[0, 0] > -0.7  # log ½ ≈ −0.69
+
+
+def test_kept_per_batch_rounds_up_and_keeps_at_least_one():
+    assert kept_per_batch(256, 1.0) == 256
+    assert kept_per_batch(256, 0.5) == 128
+    assert kept_per_batch(10, 0.25) == 3  # 2.5 rounded up
+    assert kept_per_batch(10, 0.3) == 3  # 3.0000000000000004 is still 3
+    assert kept_per_batch(4, 0.01) == 1
+
+
+def test_most_confident_keeps_the_dreams_whose_label_is_surest_in_index_order():
+    # max softmax by hand: row 0: 1/2 (a tie), row 1: e^4/(e^4+1) = 0.982, row 2: e/(e+1) = 0.731,
+    # row 3: 1/2 again. Keeping two: rows 1 and 2; keeping three: the tie goes to row 0.
+    logits = torch.tensor([[0.0, 0.0], [4.0, 0.0], [0.0, 1.0], [2.0, 2.0]])
+    assert most_confident(logits, 2).tolist() == [1, 2]
+    assert most_confident(logits, 3).tolist() == [0, 1, 2]
+    assert most_confident(logits, 4).tolist() == [0, 1, 2, 3]

@@ -282,3 +282,20 @@ def test_one_knowledge_acquisition_per_round_over_all_its_dream_batches(one_thre
     assert acquisitions[0].logits.shape == (2 * B, CLASSES)
     assert recording.node.buffer.num_batches == 2
     assert coordinator.strategy.server_buffer.num_batches == 2
+
+
+def test_keep_confident_distils_only_the_dreams_whose_summed_label_is_surest(one_thread):
+    """distill.keep_confident = 0.25: of each batch of B the coordinator relays the B/4 dreams
+    whose z̄ has the highest max probability; node and server buffer them as one batch each."""
+    config = _config(strategy="codream", rounds=1, warmup_epochs=1,
+                     **{"server_model.steps": 5, "dream.batches_per_round": 2,
+                        "distill.keep_confident": 0.25})
+    nodes, coordinator = _federation(config)
+    recording = _Recording(nodes["node-0"])
+    nodes["node-0"] = recording
+    drive(coordinator.run(), nodes)
+    (acquisition,) = [t for t in recording.tasks if type(t).__name__ == "AcquireKnowledge"]
+    kept = B // 4
+    assert acquisition.dreams.shape == (2 * kept, *DIGIT_SHAPE)
+    assert recording.node.buffer.num_batches == 2 and len(recording.node.buffer) == 2 * kept
+    assert coordinator.strategy.server_buffer.num_batches == 2
