@@ -42,6 +42,8 @@ class DreamConfig:
     bn_reduction: str = "mean"  # mean over a model's BN layers, or sum (DeepInversion)
     update_norm: str = "rms"  # rms: each client's change per dream at unit RMS; or none
     class_conditional: bool = False  # dream i has class i mod classes, shaped by its holders
+    consensus: bool = False  # from step 1 each client's confidence term is CE to the previous
+                             # step's summed soft label of the dream (consensus_dreams)
 
     def __post_init__(self) -> None:
         require(self.bn_reduction in BatchNormStatistics.BN_REDUCTIONS, "dream.bn_reduction",
@@ -59,6 +61,8 @@ class DreamConfig:
         )
         for name in ("entropy", "bn", "tv", "l2", "adaptive", "diversity"):
             require(getattr(self, name) >= 0, f"dream.{name}", "must be >= 0")
+        require(not (self.consensus and self.class_conditional), "dream.consensus",
+                "and dream.class_conditional both choose each dream's target class; set one")
 
     def local(self) -> LocalDreamConfig:
         weights = DreamLossWeights(

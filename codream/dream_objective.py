@@ -135,12 +135,14 @@ def dream_loss(
     weights: DreamLossWeights,
     bn_stats: BatchNormStatistics | None = None,
     student: nn.Module | None = None,
-    targets: torch.Tensor | None = None,  # (B,) class-conditional dreams
+    targets: torch.Tensor | None = None,  # (B,) classes or (B, classes) probabilities
 ) -> DreamLossParts:
     """L_k(x̂) for a model in eval mode (train mode would let dream statistics drift its BN).
 
     With `targets` the confidence term is CE(f_k(x̂), y) instead of the entropy: each dream is
-    pulled towards its own class (`conditional_dreams`), reported in `parts.entropy`."""
+    pulled towards its own class (`conditional_dreams`: class indices) or towards the
+    federation's soft label of it (`consensus_dreams`: probabilities), reported in
+    `parts.entropy`."""
     bn_stats = bn_stats or BatchNormStatistics(model)
     with bn_stats.recording():
         logits = model(dreams)

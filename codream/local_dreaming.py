@@ -55,7 +55,7 @@ def local_dream_update(
     dreams: torch.Tensor,  # (B, C, H, W)
     config: LocalDreamConfig,
     student: nn.Module | None = None,
-    targets: torch.Tensor | None = None,  # (B,) class-conditional dreams
+    targets: torch.Tensor | None = None,  # (B,) classes or (B, classes) probabilities
 ) -> torch.Tensor:
     """Δ_k for one global step; the model is put in eval mode and its parameters stay untouched."""
     was_training = model.training

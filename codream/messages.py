@@ -153,12 +153,18 @@ class DreamStep:
     seed: int
     shape: tuple[int, int, int, int]
     dreams: torch.Tensor | None = field(default=None, repr=False)  # (B, C, H, W)
+    # (B, classes) the previous step's summed soft labels z̄ (dream.consensus); None: entropy
+    targets: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.shape) != 4 or min(self.shape) < 1:
             raise ValueError(f"shape must be (B, C, H, W) of positive sizes, got {tuple(self.shape)}")
         if self.dreams is not None and tuple(self.dreams.shape) != tuple(self.shape):
             raise ValueError(f"dreams: shape must be {tuple(self.shape)}, got {tuple(self.dreams.shape)}")
+        if self.targets is not None and (self.targets.ndim != 2
+                                         or self.targets.shape[0] != self.shape[0]):
+            raise ValueError(f"targets: shape must be ({self.shape[0]}, classes), "
+                             f"got {tuple(self.targets.shape)}")
 
 
 @task_kind("soft_labels", replies=(Contribution,), clip="logits_clip")

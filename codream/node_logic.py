@@ -19,6 +19,7 @@ from torch import nn
 from codream.aggregation import Contribution
 from codream.conditional_dreams import class_weighted_update, dream_targets
 from codream.config import RunConfig
+from codream.consensus_dreams import consensus_contribution, consensus_targets
 from codream.dream_buffer import DreamBuffer
 from codream.local_dreaming import initial_dreams, local_dream_update
 from codream.messages import (
@@ -140,6 +141,8 @@ class NodeTaskLogic:
             and task.round >= dream_config.adaptive_from_round
         )
         student = self.student if use_student else None
+        if dream_config.consensus:
+            return self._consensus_dream_step(task, dreams.to(self.device), student)
         if not dream_config.class_conditional:
             delta = local_dream_update(self.model, dreams.to(self.device), dream_config.local(),
                                        student)
@@ -149,6 +152,23 @@ class NodeTaskLogic:
         delta = local_dream_update(self.model, dreams.to(self.device), dream_config.local(),
                                    student, targets)
         values = class_weighted_update(delta, targets, counts)
+        return self._contribution(values, "dream update", task.round, already_weighted=True)
+
+    def _consensus_dream_step(self, task: DreamStep, dreams: torch.Tensor,
+                              student: nn.Module | None) -> Reply:
+        """[w_k·Δ_k, soft-label values on the dreams as received] (`consensus_dreams`); Δ_k
+        minimises CE to softmax(z̄) of the previous step where the task carries z̄."""
+        logits = predict_logits(self.model, dreams)  # (B, classes)
+        targets = None
+        if task.targets is not None:
+            if task.targets.shape[1] != logits.shape[1] or not torch.isfinite(task.targets).all():
+                raise ValueError(f"targets: must be finite of shape ({len(dreams)}, "
+                                 f"{logits.shape[1]}), got {tuple(task.targets.shape)}")
+            targets = consensus_targets(task.targets.to(self.device))
+        delta = local_dream_update(self.model, dreams, self.config.dream.local(), student, targets)
+        labels = soft_label_values(logits, self.weight, self._class_counts(logits.shape[1]),
+                                   self.config.distill.soft_labels)
+        values = consensus_contribution(delta * self.weight, labels)
         return self._contribution(values, "dream update", task.round, already_weighted=True)
 
     def _classes(self) -> int:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from codream.conditional_dreams import class_weighted_mean, conditional_update_size
+from codream.consensus_dreams import consensus_update_size, split_consensus_total
 from codream.dream_buffer import DreamBuffer
 from codream.local_dreaming import initial_dreams
 from codream.messages import AcquireKnowledge, DreamStep, SoftLabels, TrainLocal
@@ -86,15 +87,18 @@ class CoDream(Strategy):
         """S global steps on one dream batch; returns the final dreams (B, C, H, W)."""
         config = self.config
         dream_shape = (config.dream.batch_size, *self.setting.input_shape)
-        conditional = config.dream.class_conditional
-        classes = self.setting.num_classes
+        conditional, consensus = config.dream.class_conditional, config.dream.consensus
+        classes, mode = self.setting.num_classes, config.distill.soft_labels
         size = (conditional_update_size(dream_shape, classes) if conditional
+                else consensus_update_size(dream_shape, classes, mode) if consensus
                 else int(np.prod(dream_shape)))
         seed = dream_seed(config.seed, r, b)
         dreams = initial_dreams(seed, dream_shape)  # (B, C, H, W)
         state = init_state(config.server_optimizer, dreams)
+        targets: torch.Tensor | None = None  # z̄ of the previous step (dream.consensus)
         for s in range(config.dream.global_steps):
-            task = DreamStep(f"r{r}/b{b}/s{s}", r, b, s, seed, dream_shape, None if s == 0 else dreams)
+            task = DreamStep(f"r{r}/b{b}/s{s}", r, b, s, seed, dream_shape,
+                             None if s == 0 else dreams, targets)
             total = (yield Broadcast(task, size)).total
             assert total is not None  # a summed task always comes back summed
             fewest.append(len(total.contributors))
@@ -106,6 +110,11 @@ class CoDream(Strategy):
             if conditional:  # each dream moved by the holders of its class (conditional_dreams)
                 summed = torch.from_numpy(total.total.astype(np.float32))
                 delta = class_weighted_mean(summed, dream_shape, classes)
+            elif consensus:  # the mean change, and z̄ for the next step's targets
+                summed, labels = split_consensus_total(
+                    torch.from_numpy(total.total.astype(np.float32)), dream_shape)
+                delta = summed / total.weight
+                targets = aggregated_logits(labels, total.weight, dream_shape[0], classes, mode)
             else:
                 delta = torch.from_numpy(total.mean().astype(np.float32)).view(dream_shape)
             dreams, state = apply_update(config.server_optimizer, state, dreams, delta)

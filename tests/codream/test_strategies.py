@@ -299,3 +299,30 @@ def test_keep_confident_distils_only_the_dreams_whose_summed_label_is_surest(one
     assert acquisition.dreams.shape == (2 * kept, *DIGIT_SHAPE)
     assert recording.node.buffer.num_batches == 2 and len(recording.node.buffer) == 2 * kept
     assert coordinator.strategy.server_buffer.num_batches == 2
+
+
+def test_consensus_steps_carry_the_previous_steps_summed_soft_labels(one_thread):
+    """dream.consensus: step 0 carries no targets, every later step the z̄ the coordinator summed
+    from the previous step's contributions (B, classes), and each contribution is longer by the
+    soft-label values."""
+    config = _config(strategy="codream", rounds=1, warmup_epochs=1,
+                     **{"server_model.steps": 5, "dream.consensus": True})
+    nodes, coordinator = _federation(config)
+    recording = _Recording(nodes["node-0"])
+    nodes["node-0"] = recording
+    replies = []
+    original = recording.handle
+
+    def handle(task):
+        reply = original(task)
+        replies.append((task, reply))
+        return reply
+
+    recording.handle = handle
+    drive(coordinator.run(), nodes)
+    steps = [(t, r) for t, r in replies if type(t).__name__ == "DreamStep"]
+    assert len(steps) == S and steps[0][0].targets is None
+    for task, reply in steps[1:]:
+        assert task.targets.shape == (B, CLASSES) and torch.isfinite(task.targets).all()
+        assert len(reply.weighted_values) == B * 64 + B * CLASSES + CLASSES
+    assert not torch.equal(steps[1][0].targets, steps[2][0].targets)  # z̄ follows the dreams

@@ -42,6 +42,7 @@ TASKS = [
     TrainLocal("r0/train", 0, 3),
     DreamStep("r1/b0/s0", 1, 0, 0, 12345, (2, 1, 8, 8)),
     DreamStep("r1/b0/s1", 1, 0, 1, 12345, (2, 1, 8, 8), torch.randn(2, 1, 8, 8)),
+    DreamStep("r1/b0/s2", 1, 0, 2, 12345, (2, 1, 8, 8), torch.randn(2, 1, 8, 8), torch.randn(2, 10)),
     SoftLabels("r1/b0/labels", 1, torch.randn(2, 1, 8, 8)),
     AcquireKnowledge("r1/b0/acquire", 1, torch.randn(2, 1, 8, 8), torch.randn(2, 10)),
     FedAvgTrain("r1/fedavg", 1, 1, None),

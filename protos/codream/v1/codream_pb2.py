@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fprotos/codream/v1/codream.proto\x12\ncodream.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"0\n\x0bJoinRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08protocol\x18\x02 \x01(\t\"\x7f\n\tJoinReply\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63oordinator_run\x18\x02 \x01(\t\x12\x17\n\x0frun_config_toml\x18\x03 \x01(\t\x12\x12\n\nnode_index\x18\x04 \x01(\x05\x12\x19\n\x11heartbeat_seconds\x18\x05 \x01(\x01\"\xa6\x01\n\x0cReadyRequest\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x01\x12\x13\n\x0bnum_samples\x18\x03 \x01(\x03\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x15\n\rresumed_round\x18\x06 \x01(\x05\x12\x13\n\x0binput_shape\x18\x07 \x03(\x03\x12\x13\n\x0bnum_classes\x18\x08 \x01(\x05\"\x0c\n\nReadyReply\"+\n\x04\x42\x65\x61t\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\"$\n\x10HeartbeatSummary\x12\x10\n\x08received\x18\x01 \x01(\x03\"\x1c\n\nTrainLocal\x12\x0e\n\x06\x65pochs\x18\x01 \x01(\x05\"i\n\tDreamStep\x12\r\n\x05\x62\x61tch\x18\x01 \x01(\x05\x12\x0c\n\x04step\x18\x02 \x01(\x05\x12\x0c\n\x04seed\x18\x03 \x01(\x03\x12\r\n\x05shape\x18\x04 \x03(\x03\x12\"\n\x06\x64reams\x18\x05 \x01(\x0b\x32\x12.codream.v1.Tensor\"0\n\nSoftLabels\x12\"\n\x06\x64reams\x18\x01 \x01(\x0b\x32\x12.codream.v1.Tensor\"Z\n\x10\x41\x63quireKnowledge\x12\"\n\x06\x64reams\x18\x01 \x01(\x0b\x32\x12.codream.v1.Tensor\x12\"\n\x06logits\x18\x02 \x01(\x0b\x32\x12.codream.v1.Tensor\"E\n\x0b\x46\x65\x64\x41vgTrain\x12\x0e\n\x06\x65pochs\x18\x01 \x01(\x05\x12&\n\nparameters\x18\x02 \x01(\x0b\x32\x12.codream.v1.Tensor\"8\n\x0eLoadParameters\x12&\n\nparameters\x18\x01 \x01(\x0b\x32\x12.codream.v1.Tensor\"\n\n\x08\x45valuate\"\x1a\n\x08Shutdown\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xaf\x02\n\x0bSecAggBegin\x12\x12\n\nsession_id\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63lient_index\x18\x02 \x01(\x05\x12\x11\n\tn_clients\x18\x03 \x01(\x05\x12\x0b\n\x03\x64im\x18\x04 \x01(\x03\x12\x0c\n\x04\x63lip\x18\x05 \x01(\x01\x12\x11\n\tthreshold\x18\x06 \x01(\x05\x12\r\n\x05graph\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65gree\x18\x08 \x01(\x05\x12\r\n\x05scale\x18\t \x01(\x01\x12\x12\n\nmax_weight\x18\n \x01(\x01\x12\x17\n\x0fsteps_per_block\x18\x0b \x01(\x05\x12\x13\n\x0bweight_unit\x18\x0c \x01(\x01\x12\x0f\n\x07members\x18\r \x03(\t\x12\x15\n\ridentity_keys\x18\x0f \x03(\x0c\x12\x1d\n\x15identity_certificates\x18\x10 \x03(\x0c\"F\n\nSecureStep\x12\x12\n\nsession_id\x18\x01 \x01(\x0c\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x16\n\x0eshare_delivery\x18\x03 \x01(\x0c\"\x86\x05\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x17\n\x0f\x63oordinator_run\x18\x03 \x01(\t\x12\x10\n\x08sequence\x18\x04 \x01(\x03\x12&\n\x06secure\x18\x05 \x01(\x0b\x32\x16.codream.v1.SecureStep\x12-\n\x0btrain_local\x18\n \x01(\x0b\x32\x16.codream.v1.TrainLocalH\x00\x12+\n\ndream_step\x18\x0b \x01(\x0b\x32\x15.codream.v1.DreamStepH\x00\x12-\n\x0bsoft_labels\x18\x0c \x01(\x0b\x32\x16.codream.v1.SoftLabelsH\x00\x12\x39\n\x11\x61\x63quire_knowledge\x18\r \x01(\x0b\x32\x1c.codream.v1.AcquireKnowledgeH\x00\x12/\n\x0c\x66\x65\x64\x61vg_train\x18\x0e \x01(\x0b\x32\x17.codream.v1.FedAvgTrainH\x00\x12\x35\n\x0fload_parameters\x18\x0f \x01(\x0b\x32\x1a.codream.v1.LoadParametersH\x00\x12(\n\x08\x65valuate\x18\x10 \x01(\x0b\x32\x14.codream.v1.EvaluateH\x00\x12/\n\x0csecagg_begin\x18\x14 \x01(\x0b\x32\x17.codream.v1.SecAggBeginH\x00\x12\x17\n\rkey_directory\x18\x15 \x01(\x0cH\x00\x12\x18\n\x0eunmask_request\x18\x16 \x01(\x0cH\x00\x12\x1d\n\x13\x63onsistency_request\x18\x17 \x01(\x0cH\x00\x12(\n\x08shutdown\x18\x1e \x01(\x0b\x32\x14.codream.v1.ShutdownH\x00\x42\x06\n\x04\x62ody\":\n\x0fPullTaskRequest\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\"0\n\x0bTrainReport\x12\x13\n\x0bnum_samples\x18\x01 \x01(\x03\x12\x0c\n\x04loss\x18\x02 \x01(\x01\"A\n\nEvalReport\x12\x10\n\x08\x61\x63\x63uracy\x18\x01 \x01(\x01\x12\x0c\n\x04loss\x18\x02 \x01(\x01\x12\x13\n\x0bnum_samples\x18\x03 \x01(\x03\"\x05\n\x03\x41\x63k\"\x16\n\x04Skip\x12\x0e\n\x06reason\x18\x01 \x01(\t\"K\n\x0c\x43ontribution\x12+\n\x0fweighted_values\x18\x01 \x01(\x0b\x32\x12.codream.v1.Tensor\x12\x0e\n\x06weight\x18\x02 \x01(\x01\"?\n\x12MaskedContribution\x12\x14\n\x0cmasked_input\x18\x01 \x01(\x0c\x12\x13\n\x0bskip_reason\x18\x02 \x01(\t\"\xea\x02\n\nTaskResult\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12/\n\x0ctrain_report\x18\n \x01(\x0b\x32\x17.codream.v1.TrainReportH\x00\x12-\n\x0b\x65val_report\x18\x0b \x01(\x0b\x32\x16.codream.v1.EvalReportH\x00\x12\x1e\n\x03\x61\x63k\x18\x0c \x01(\x0b\x32\x0f.codream.v1.AckH\x00\x12 \n\x04skip\x18\r \x01(\x0b\x32\x10.codream.v1.SkipH\x00\x12\x30\n\x0c\x63ontribution\x18\x0e \x01(\x0b\x32\x18.codream.v1.ContributionH\x00\x12\x30\n\x06masked\x18\x0f \x01(\x0b\x32\x1e.codream.v1.MaskedContributionH\x00\x12\x18\n\x0esecagg_message\x18\x10 \x01(\x0cH\x00\x42\x06\n\x04\x62ody\"\r\n\x0bSubmitReply\"d\n\x0f\x45xchangeRequest\x12&\n\x06result\x18\x01 \x01(\x0b\x32\x16.codream.v1.TaskResult\x12)\n\x04pull\x18\x02 \x01(\x0b\x32\x1b.codream.v1.PullTaskRequest2\xf6\x02\n\x0b\x43oordinator\x12\x36\n\x04Join\x12\x17.codream.v1.JoinRequest\x1a\x15.codream.v1.JoinReply\x12\x39\n\x05Ready\x12\x18.codream.v1.ReadyRequest\x1a\x16.codream.v1.ReadyReply\x12=\n\tHeartbeat\x12\x10.codream.v1.Beat\x1a\x1c.codream.v1.HeartbeatSummary(\x01\x12\x39\n\x08PullTask\x12\x1b.codream.v1.PullTaskRequest\x1a\x10.codream.v1.Task\x12?\n\x0cSubmitResult\x12\x16.codream.v1.TaskResult\x1a\x17.codream.v1.SubmitReply\x12\x39\n\x08\x45xchange\x12\x1b.codream.v1.ExchangeRequest\x1a\x10.codream.v1.Taskb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fprotos/codream/v1/codream.proto\x12\ncodream.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"0\n\x0bJoinRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08protocol\x18\x02 \x01(\t\"\x7f\n\tJoinReply\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63oordinator_run\x18\x02 \x01(\t\x12\x17\n\x0frun_config_toml\x18\x03 \x01(\t\x12\x12\n\nnode_index\x18\x04 \x01(\x05\x12\x19\n\x11heartbeat_seconds\x18\x05 \x01(\x01\"\xa6\x01\n\x0cReadyRequest\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x01\x12\x13\n\x0bnum_samples\x18\x03 \x01(\x03\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x15\n\rresumed_round\x18\x06 \x01(\x05\x12\x13\n\x0binput_shape\x18\x07 \x03(\x03\x12\x13\n\x0bnum_classes\x18\x08 \x01(\x05\"\x0c\n\nReadyReply\"+\n\x04\x42\x65\x61t\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\"$\n\x10HeartbeatSummary\x12\x10\n\x08received\x18\x01 \x01(\x03\"\x1c\n\nTrainLocal\x12\x0e\n\x06\x65pochs\x18\x01 \x01(\x05\"\x8e\x01\n\tDreamStep\x12\r\n\x05\x62\x61tch\x18\x01 \x01(\x05\x12\x0c\n\x04step\x18\x02 \x01(\x05\x12\x0c\n\x04seed\x18\x03 \x01(\x03\x12\r\n\x05shape\x18\x04 \x03(\x03\x12\"\n\x06\x64reams\x18\x05 \x01(\x0b\x32\x12.codream.v1.Tensor\x12#\n\x07targets\x18\x06 \x01(\x0b\x32\x12.codream.v1.Tensor\"0\n\nSoftLabels\x12\"\n\x06\x64reams\x18\x01 \x01(\x0b\x32\x12.codream.v1.Tensor\"Z\n\x10\x41\x63quireKnowledge\x12\"\n\x06\x64reams\x18\x01 \x01(\x0b\x32\x12.codream.v1.Tensor\x12\"\n\x06logits\x18\x02 \x01(\x0b\x32\x12.codream.v1.Tensor\"E\n\x0b\x46\x65\x64\x41vgTrain\x12\x0e\n\x06\x65pochs\x18\x01 \x01(\x05\x12&\n\nparameters\x18\x02 \x01(\x0b\x32\x12.codream.v1.Tensor\"8\n\x0eLoadParameters\x12&\n\nparameters\x18\x01 \x01(\x0b\x32\x12.codream.v1.Tensor\"\n\n\x08\x45valuate\"\x1a\n\x08Shutdown\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xaf\x02\n\x0bSecAggBegin\x12\x12\n\nsession_id\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63lient_index\x18\x02 \x01(\x05\x12\x11\n\tn_clients\x18\x03 \x01(\x05\x12\x0b\n\x03\x64im\x18\x04 \x01(\x03\x12\x0c\n\x04\x63lip\x18\x05 \x01(\x01\x12\x11\n\tthreshold\x18\x06 \x01(\x05\x12\r\n\x05graph\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65gree\x18\x08 \x01(\x05\x12\r\n\x05scale\x18\t \x01(\x01\x12\x12\n\nmax_weight\x18\n \x01(\x01\x12\x17\n\x0fsteps_per_block\x18\x0b \x01(\x05\x12\x13\n\x0bweight_unit\x18\x0c \x01(\x01\x12\x0f\n\x07members\x18\r \x03(\t\x12\x15\n\ridentity_keys\x18\x0f \x03(\x0c\x12\x1d\n\x15identity_certificates\x18\x10 \x03(\x0c\"F\n\nSecureStep\x12\x12\n\nsession_id\x18\x01 \x01(\x0c\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x16\n\x0eshare_delivery\x18\x03 \x01(\x0c\"\x86\x05\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x17\n\x0f\x63oordinator_run\x18\x03 \x01(\t\x12\x10\n\x08sequence\x18\x04 \x01(\x03\x12&\n\x06secure\x18\x05 \x01(\x0b\x32\x16.codream.v1.SecureStep\x12-\n\x0btrain_local\x18\n \x01(\x0b\x32\x16.codream.v1.TrainLocalH\x00\x12+\n\ndream_step\x18\x0b \x01(\x0b\x32\x15.codream.v1.DreamStepH\x00\x12-\n\x0bsoft_labels\x18\x0c \x01(\x0b\x32\x16.codream.v1.SoftLabelsH\x00\x12\x39\n\x11\x61\x63quire_knowledge\x18\r \x01(\x0b\x32\x1c.codream.v1.AcquireKnowledgeH\x00\x12/\n\x0c\x66\x65\x64\x61vg_train\x18\x0e \x01(\x0b\x32\x17.codream.v1.FedAvgTrainH\x00\x12\x35\n\x0fload_parameters\x18\x0f \x01(\x0b\x32\x1a.codream.v1.LoadParametersH\x00\x12(\n\x08\x65valuate\x18\x10 \x01(\x0b\x32\x14.codream.v1.EvaluateH\x00\x12/\n\x0csecagg_begin\x18\x14 \x01(\x0b\x32\x17.codream.v1.SecAggBeginH\x00\x12\x17\n\rkey_directory\x18\x15 \x01(\x0cH\x00\x12\x18\n\x0eunmask_request\x18\x16 \x01(\x0cH\x00\x12\x1d\n\x13\x63onsistency_request\x18\x17 \x01(\x0cH\x00\x12(\n\x08shutdown\x18\x1e \x01(\x0b\x32\x14.codream.v1.ShutdownH\x00\x42\x06\n\x04\x62ody\":\n\x0fPullTaskRequest\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\"0\n\x0bTrainReport\x12\x13\n\x0bnum_samples\x18\x01 \x01(\x03\x12\x0c\n\x04loss\x18\x02 \x01(\x01\"A\n\nEvalReport\x12\x10\n\x08\x61\x63\x63uracy\x18\x01 \x01(\x01\x12\x0c\n\x04loss\x18\x02 \x01(\x01\x12\x13\n\x0bnum_samples\x18\x03 \x01(\x03\"\x05\n\x03\x41\x63k\"\x16\n\x04Skip\x12\x0e\n\x06reason\x18\x01 \x01(\t\"K\n\x0c\x43ontribution\x12+\n\x0fweighted_values\x18\x01 \x01(\x0b\x32\x12.codream.v1.Tensor\x12\x0e\n\x06weight\x18\x02 \x01(\x01\"?\n\x12MaskedContribution\x12\x14\n\x0cmasked_input\x18\x01 \x01(\x0c\x12\x13\n\x0bskip_reason\x18\x02 \x01(\t\"\xea\x02\n\nTaskResult\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12/\n\x0ctrain_report\x18\n \x01(\x0b\x32\x17.codream.v1.TrainReportH\x00\x12-\n\x0b\x65val_report\x18\x0b \x01(\x0b\x32\x16.codream.v1.EvalReportH\x00\x12\x1e\n\x03\x61\x63k\x18\x0c \x01(\x0b\x32\x0f.codream.v1.AckH\x00\x12 \n\x04skip\x18\r \x01(\x0b\x32\x10.codream.v1.SkipH\x00\x12\x30\n\x0c\x63ontribution\x18\x0e \x01(\x0b\x32\x18.codream.v1.ContributionH\x00\x12\x30\n\x06masked\x18\x0f \x01(\x0b\x32\x1e.codream.v1.MaskedContributionH\x00\x12\x18\n\x0esecagg_message\x18\x10 \x01(\x0cH\x00\x42\x06\n\x04\x62ody\"\r\n\x0bSubmitReply\"d\n\x0f\x45xchangeRequest\x12&\n\x06result\x18\x01 \x01(\x0b\x32\x16.codream.v1.TaskResult\x12)\n\x04pull\x18\x02 \x01(\x0b\x32\x1b.codream.v1.PullTaskRequest2\xf6\x02\n\x0b\x43oordinator\x12\x36\n\x04Join\x12\x17.codream.v1.JoinRequest\x1a\x15.codream.v1.JoinReply\x12\x39\n\x05Ready\x12\x18.codream.v1.ReadyRequest\x1a\x16.codream.v1.ReadyReply\x12=\n\tHeartbeat\x12\x10.codream.v1.Beat\x1a\x1c.codream.v1.HeartbeatSummary(\x01\x12\x39\n\x08PullTask\x12\x1b.codream.v1.PullTaskRequest\x1a\x10.codream.v1.Task\x12?\n\x0cSubmitResult\x12\x16.codream.v1.TaskResult\x1a\x17.codream.v1.SubmitReply\x12\x39\n\x08\x45xchange\x12\x1b.codream.v1.ExchangeRequest\x1a\x10.codream.v1.Taskb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,46 +47,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEARTBEATSUMMARY']._serialized_end=544
   _globals['_TRAINLOCAL']._serialized_start=546
   _globals['_TRAINLOCAL']._serialized_end=574
-  _globals['_DREAMSTEP']._serialized_start=576
-  _globals['_DREAMSTEP']._serialized_end=681
-  _globals['_SOFTLABELS']._serialized_start=683
-  _globals['_SOFTLABELS']._serialized_end=731
-  _globals['_ACQUIREKNOWLEDGE']._serialized_start=733
-  _globals['_ACQUIREKNOWLEDGE']._serialized_end=823
-  _globals['_FEDAVGTRAIN']._serialized_start=825
-  _globals['_FEDAVGTRAIN']._serialized_end=894
-  _globals['_LOADPARAMETERS']._serialized_start=896
-  _globals['_LOADPARAMETERS']._serialized_end=952
-  _globals['_EVALUATE']._serialized_start=954
-  _globals['_EVALUATE']._serialized_end=964
-  _globals['_SHUTDOWN']._serialized_start=966
-  _globals['_SHUTDOWN']._serialized_end=992
-  _globals['_SECAGGBEGIN']._serialized_start=995
-  _globals['_SECAGGBEGIN']._serialized_end=1298
-  _globals['_SECURESTEP']._serialized_start=1300
-  _globals['_SECURESTEP']._serialized_end=1370
-  _globals['_TASK']._serialized_start=1373
-  _globals['_TASK']._serialized_end=2019
-  _globals['_PULLTASKREQUEST']._serialized_start=2021
-  _globals['_PULLTASKREQUEST']._serialized_end=2079
-  _globals['_TRAINREPORT']._serialized_start=2081
-  _globals['_TRAINREPORT']._serialized_end=2129
-  _globals['_EVALREPORT']._serialized_start=2131
-  _globals['_EVALREPORT']._serialized_end=2196
-  _globals['_ACK']._serialized_start=2198
-  _globals['_ACK']._serialized_end=2203
-  _globals['_SKIP']._serialized_start=2205
-  _globals['_SKIP']._serialized_end=2227
-  _globals['_CONTRIBUTION']._serialized_start=2229
-  _globals['_CONTRIBUTION']._serialized_end=2304
-  _globals['_MASKEDCONTRIBUTION']._serialized_start=2306
-  _globals['_MASKEDCONTRIBUTION']._serialized_end=2369
-  _globals['_TASKRESULT']._serialized_start=2372
-  _globals['_TASKRESULT']._serialized_end=2734
-  _globals['_SUBMITREPLY']._serialized_start=2736
-  _globals['_SUBMITREPLY']._serialized_end=2749
-  _globals['_EXCHANGEREQUEST']._serialized_start=2751
-  _globals['_EXCHANGEREQUEST']._serialized_end=2851
-  _globals['_COORDINATOR']._serialized_start=2854
-  _globals['_COORDINATOR']._serialized_end=3228
+  _globals['_DREAMSTEP']._serialized_start=577
+  _globals['_DREAMSTEP']._serialized_end=719
+  _globals['_SOFTLABELS']._serialized_start=721
+  _globals['_SOFTLABELS']._serialized_end=769
+  _globals['_ACQUIREKNOWLEDGE']._serialized_start=771
+  _globals['_ACQUIREKNOWLEDGE']._serialized_end=861
+  _globals['_FEDAVGTRAIN']._serialized_start=863
+  _globals['_FEDAVGTRAIN']._serialized_end=932
+  _globals['_LOADPARAMETERS']._serialized_start=934
+  _globals['_LOADPARAMETERS']._serialized_end=990
+  _globals['_EVALUATE']._serialized_start=992
+  _globals['_EVALUATE']._serialized_end=1002
+  _globals['_SHUTDOWN']._serialized_start=1004
+  _globals['_SHUTDOWN']._serialized_end=1030
+  _globals['_SECAGGBEGIN']._serialized_start=1033
+  _globals['_SECAGGBEGIN']._serialized_end=1336
+  _globals['_SECURESTEP']._serialized_start=1338
+  _globals['_SECURESTEP']._serialized_end=1408
+  _globals['_TASK']._serialized_start=1411
+  _globals['_TASK']._serialized_end=2057
+  _globals['_PULLTASKREQUEST']._serialized_start=2059
+  _globals['_PULLTASKREQUEST']._serialized_end=2117
+  _globals['_TRAINREPORT']._serialized_start=2119
+  _globals['_TRAINREPORT']._serialized_end=2167
+  _globals['_EVALREPORT']._serialized_start=2169
+  _globals['_EVALREPORT']._serialized_end=2234
+  _globals['_ACK']._serialized_start=2236
+  _globals['_ACK']._serialized_end=2241
+  _globals['_SKIP']._serialized_start=2243
+  _globals['_SKIP']._serialized_end=2265
+  _globals['_CONTRIBUTION']._serialized_start=2267
+  _globals['_CONTRIBUTION']._serialized_end=2342
+  _globals['_MASKEDCONTRIBUTION']._serialized_start=2344
+  _globals['_MASKEDCONTRIBUTION']._serialized_end=2407
+  _globals['_TASKRESULT']._serialized_start=2410
+  _globals['_TASKRESULT']._serialized_end=2772
+  _globals['_SUBMITREPLY']._serialized_start=2774
+  _globals['_SUBMITREPLY']._serialized_end=2787
+  _globals['_EXCHANGEREQUEST']._serialized_start=2789
+  _globals['_EXCHANGEREQUEST']._serialized_end=2889
+  _globals['_COORDINATOR']._serialized_start=2892
+  _globals['_COORDINATOR']._serialized_end=3266
 # @@protoc_insertion_point(module_scope)

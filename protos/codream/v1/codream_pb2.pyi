@@ -83,18 +83,20 @@ class TrainLocal(_message.Message):
     def __init__(self, epochs: _Optional[int] = ...) -> None: ...
 
 class DreamStep(_message.Message):
-    __slots__ = ("batch", "step", "seed", "shape", "dreams")
+    __slots__ = ("batch", "step", "seed", "shape", "dreams", "targets")
     BATCH_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     DREAMS_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
     batch: int
     step: int
     seed: int
     shape: _containers.RepeatedScalarFieldContainer[int]
     dreams: Tensor
-    def __init__(self, batch: _Optional[int] = ..., step: _Optional[int] = ..., seed: _Optional[int] = ..., shape: _Optional[_Iterable[int]] = ..., dreams: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    targets: Tensor
+    def __init__(self, batch: _Optional[int] = ..., step: _Optional[int] = ..., seed: _Optional[int] = ..., shape: _Optional[_Iterable[int]] = ..., dreams: _Optional[_Union[Tensor, _Mapping]] = ..., targets: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class SoftLabels(_message.Message):
     __slots__ = ("dreams",)
