@@ -18,8 +18,8 @@ from codream.consensus_dreams import (
 from codream.dream_objective import DreamLossWeights, dream_loss
 from codream.local_dreaming import initial_dreams, local_dream_update
 from codream.messages import DreamStep
-from codream.node_logic import LocalData, NodeTaskLogic
 from codream.nested_config import ConfigError, build
+from codream.node_logic import LocalData, NodeTaskLogic
 from codream.soft_labels import aggregated_logits, soft_label_values
 from codream.training import predict_logits
 
