@@ -24,6 +24,7 @@ from client_node.node_observer import NodeObserver
 from client_node.node_options import NodeOptions
 from client_node.node_setup import BuildLogic, BuiltNode, SetupError, build_from_join, build_logic
 from client_node.task_runner import TaskRunner, is_shutdown
+from client_node.used_sessions import UsedSessions, open_used_sessions
 from protos import serde
 from protos.codream.v1 import codream_pb2 as pb
 from protos.refusals import refusal_of
@@ -61,7 +62,11 @@ class NodeDaemon:
         sleep: Callable[[float], Any] | None = None,
         backoff: Backoff | None = None,
         observer: NodeObserver | None = None,
+        used_sessions: UsedSessions | None = None,
     ) -> None:
+        """`used_sessions`: the secure sessions this node has begun, as `codream node` loaded
+        them at start (default: loaded here from the state dir; UsedSessionsError if unreadable).
+        One record for the daemon's life, so a rebuild for a new run config forgets none."""
         self.options = options
         self.observer = observer or NodeObserver()
         self.stop = stop or threading.Event()
@@ -73,6 +78,7 @@ class NodeDaemon:
         self.busy_retries = 0  # calls retried after RESOURCE_EXHAUSTED, for tests and logs
         self._built: BuiltNode | None = None
         self._round = -1
+        self.used_sessions = used_sessions if used_sessions is not None else open_used_sessions(options)
 
     def run(self) -> int:
         while not self.stop.is_set():
@@ -141,7 +147,7 @@ class NodeDaemon:
             return self._built
         try:
             self._built = build_from_join(self.options, joined.run_config_toml, joined.node_index,
-                                          self._build_logic)
+                                          self._build_logic, self.used_sessions)
         except SetupError as error:
             raise _Exit(EXIT_CONFIG, str(error)) from None
         return self._built

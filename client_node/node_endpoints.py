@@ -20,6 +20,7 @@ from client_node.connection import connect
 from client_node.daemon import NodeDaemon
 from client_node.node_metrics import NodeMetrics
 from client_node.node_options import NodeOptions
+from client_node.used_sessions import open_used_sessions
 from protos.grpc_metrics import ClientMetricsInterceptor
 from protos.metrics_http import MetricsEndpoint
 
@@ -74,10 +75,13 @@ class NodeEndpoints:
 def observed_daemon(options: NodeOptions, stop: threading.Event, host: str, health_port: int | None,
                     metrics_port: int | None) -> tuple[NodeDaemon, NodeEndpoints]:
     """A daemon wired to its endpoints: node metrics, gRPC call counts, membership readiness.
-    The caller runs the daemon and closes the endpoints after it."""
+    The caller runs the daemon and closes the endpoints after it. The node's record of begun
+    secure sessions is read first (UsedSessionsError if unreadable), before any port opens."""
+    used_sessions = open_used_sessions(options)
     registry = CollectorRegistry()
     endpoints = NodeEndpoints(host, health_port, metrics_port, registry)
     calls = ClientMetricsInterceptor(registry)
     daemon = NodeDaemon(options, stop, connect=lambda o: connect(o, interceptors=(calls,)),
-                        observer=NodeMetrics(registry, on_membership=endpoints.set_member))
+                        observer=NodeMetrics(registry, on_membership=endpoints.set_member),
+                        used_sessions=used_sessions)
     return daemon, endpoints

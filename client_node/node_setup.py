@@ -17,6 +17,7 @@ from client_node.node_options import NodeOptions
 from client_node.round_snapshot import RoundSnapshots
 from client_node.secure_contribution import SecureContribution
 from client_node.task_runner import TaskRunner
+from client_node.used_sessions import UsedSessions, open_used_sessions
 from codream.config import ConfigError, RunConfig, build, computation_of, to_toml
 from codream.data import load_dataset
 from codream.devices import resolve_device
@@ -85,9 +86,11 @@ def snapshot_fingerprint(config: RunConfig, node_index: int) -> str:
 
 
 def build_from_join(options: NodeOptions, run_config_toml: str, node_index: int,
-                    build_logic: BuildLogic = build_logic) -> BuiltNode:
+                    build_logic: BuildLogic = build_logic,
+                    used_sessions: UsedSessions | None = None) -> BuiltNode:
     """The logic, its round snapshots (loaded from the state dir) and runner; SetupError if the
-    run config cannot be built here."""
+    run config cannot be built here. `used_sessions`: the secure sessions this node process has
+    begun (the daemon's, kept across rebuilds); by default read from the state dir."""
     try:
         config = node_config(options, run_config_toml, node_index)
         torch.set_num_threads(config.threads)  # part of the run: the same bits as simulate
@@ -104,15 +107,20 @@ def build_from_join(options: NodeOptions, run_config_toml: str, node_index: int,
     fingerprint = snapshot_fingerprint(config, node_index)
     snapshots = RoundSnapshots(logic, persist_to, fingerprint)
     snapshots.load()
-    runner = TaskRunner(options.node_id, logic, snapshots, secure=secure_contribution(options))
+    if used_sessions is None:
+        used_sessions = open_used_sessions(options)
+    runner = TaskRunner(options.node_id, logic, snapshots,
+                        secure=secure_contribution(options, used_sessions))
     log.info("node %s: built %s on %s for node index %d", options.node_id,
              config.model_for(node_index), logic.device, node_index)
     return BuiltNode((run_config_toml, node_index), config, logic, snapshots, runner)
 
 
-def secure_contribution(options: NodeOptions) -> SecureContribution:
+def secure_contribution(options: NodeOptions,
+                        used_sessions: UsedSessions | None = None) -> SecureContribution:
     """The node's secure-aggregation client: authenticated against the roster it pins, or the
-    CA that certifies identity keys (mTLS-bound), when the options hold them."""
+    CA that certifies identity keys (mTLS-bound), when the options hold them; it never begins
+    a session in `used_sessions` (the ids the node began, see client_node.used_sessions)."""
     roster = authorities = None
     if options.peer_identities is not None:
         roster = {node: Ed25519PublicKey.from_public_bytes(raw)
@@ -121,4 +129,5 @@ def secure_contribution(options: NodeOptions) -> SecureContribution:
         authorities = load_certificates(options.identity_ca, "the identity CA")
     return SecureContribution(options.node_id, identity_key=options.identity_key,
                               peer_identities=roster, identity_authorities=authorities,
-                              require_authentication=options.require_authentication)
+                              require_authentication=options.require_authentication,
+                              used_sessions=used_sessions)

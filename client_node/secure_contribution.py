@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import struct
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -21,17 +20,20 @@ import numpy as np
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from client_node.used_sessions import UsedSessions
 from codream.aggregation import Contribution
 from codream.identity_certificates import verify_identity_certificate
 from codream.messages import Reply, Skip
 from secagg import SecAggClient, SecAggConfig, decode
-from secagg.messages import ConsistencyRequest, KeyDirectory, ShareDelivery, UnmaskRequest
+from secagg.messages import (
+    SESSION_ID_BYTES,
+    ConsistencyRequest,
+    KeyDirectory,
+    ShareDelivery,
+    UnmaskRequest,
+)
 
 log = logging.getLogger(__name__)
-
-# Session ids a node remembers having started (the current one included), so it never starts one
-# again: 16 bytes each, the oldest forgotten first.
-USED_SESSIONS = 4096
 
 
 class SecureTaskError(ValueError):
@@ -71,7 +73,8 @@ class SecureContribution:
                  identity_key: Ed25519PrivateKey | None = None,
                  peer_identities: Mapping[str, Ed25519PublicKey] | None = None,
                  identity_authorities: Sequence[x509.Certificate] | None = None,
-                 require_authentication: bool = False) -> None:
+                 require_authentication: bool = False,
+                 used_sessions: UsedSessions | None = None) -> None:
         """`identity_key`: this node's Ed25519 key, which signs its advertisements and survivor
         lists in authenticated sessions. `peer_identities`: the roster this node trusts, node id
         -> Ed25519 public key, pinned out of band: the file the organisations exchange, read by
@@ -82,7 +85,9 @@ class SecureContribution:
         key must then come in a certificate from one of them for CN = that member.
         With a roster or authorities, or `require_authentication`, the node takes part only in
         authenticated sessions whose keys it could check, so a coordinator can neither
-        substitute keys nor downgrade the session."""
+        substitute keys nor downgrade the session. `used_sessions`: the ids this node has begun
+        (the current one included), never begun again; persisted in the node's state dir, so
+        that a restart does not forget them (default: in memory, for this object only)."""
         self.node_id = node_id
         self._random_bytes = random_bytes
         self._identity = identity_key
@@ -99,7 +104,7 @@ class SecureContribution:
             raise ValueError(f"the roster's identity key for {node_id} is not this node's")
         self.params: SessionParams | None = None
         self.client: SecAggClient | None = None
-        self._used_sessions: OrderedDict[bytes, None] = OrderedDict()  # see `begin`
+        self._used_sessions = used_sessions if used_sessions is not None else UsedSessions()
         if self.requires_authentication:  # which trust the node's sessions rest on, once
             log.info("node %s takes part only in authenticated secure sessions: %s", node_id,
                      self._mode())
@@ -110,10 +115,14 @@ class SecureContribution:
 
     def begin(self, params: SessionParams) -> bytes:
         """AdvertiseKeys bytes for the next block; a new session id starts a new client, and one
-        this node already started (the last `USED_SESSIONS`) is refused (SecureTaskError, which
-        the task runner answers with a Skip: the coordinator counts the node out of it)."""
+        this node already started (the last `used_sessions.USED_SESSIONS`, kept across restarts
+        in the state dir) is refused (SecureTaskError, which the task runner answers with a
+        Skip: the coordinator counts the node out of it)."""
         if not (math.isfinite(params.weight_unit) and params.weight_unit > 0):
             raise SecureTaskError(f"weight_unit must be finite and > 0, got {params.weight_unit}")
+        if len(params.session_id) != SESSION_ID_BYTES:
+            raise SecureTaskError(f"a secure session id is {SESSION_ID_BYTES} bytes, SecAggBegin "
+                                  f"has {len(params.session_id)}")
         if params.members and (
             params.client_index >= len(params.members)
             or params.members[params.client_index] != self.node_id
@@ -131,22 +140,31 @@ class SecureContribution:
                 raise SecureTaskError(f"secure session {params.session_id.hex()} was already "
                                       "started on this node and left: refusing to start it again")
             identities = self._identities(params)
-            self.client = SecAggClient(
+            client = SecAggClient(
                 params.client_index, params.config, params.session_id,
                 identity_key=self._identity if identities is not None else None,
                 peer_identities=identities,
                 random_bytes=self._random_bytes, context=session_context(params),
             )
-            self.params = params
-            self._used_sessions[params.session_id] = None
-            while len(self._used_sessions) > USED_SESSIONS:
-                self._used_sessions.popitem(last=False)
+            self._record_begun(params.session_id)  # before anything of the session is answered
+            self.client, self.params = client, params
             log.info("node %s: secure session %s begins as client %d of %d", self.node_id,
                      params.session_id.hex(), params.client_index, params.config.n_clients)
         elif params != self.params:
             raise SecureTaskError("SecAggBegin changed the parameters of the running session "
                                   f"{params.session_id.hex()}")
         return self.client.advertise_keys().to_bytes()
+
+    def _record_begun(self, session_id: bytes) -> None:
+        """Remembers `session_id` as begun, on disk first with a state dir; a node that cannot
+        record it refuses the session (SecureTaskError), since a restart would forget it."""
+        try:
+            self._used_sessions.record(session_id)
+        except OSError as error:
+            log.error("node %s: cannot record secure session %s in %s: %s", self.node_id,
+                      session_id.hex(), self._used_sessions.path, error)
+            raise SecureTaskError(f"cannot record secure session {session_id.hex()} as begun "
+                                  f"({error.strerror or error}): refusing to start it") from None
 
     def _identities(self, params: SessionParams) -> dict[int, Ed25519PublicKey] | None:
         """The identity keys by client index for an authenticated session (None: unauthenticated);

@@ -75,7 +75,9 @@ def add_node_command(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                            "this node's partition of the run's data set, as `codream simulate` "
                            "(auto: all when --dataset is given, else index)")
     node.add_argument("--state-dir", dest="state_dir", metavar="DIR",
-                      help="keep the node's round-start snapshot here, so a restart resumes its model")
+                      help="keep the node's round-start snapshot here, so a restart resumes its "
+                           "model, and the secure-aggregation sessions it began, so a restart "
+                           "never begins one again")
     node.add_argument("--pull-wait", dest="pull_wait", type=float, default=10.0,
                       metavar="SECONDS", help="long-poll seconds per PullTask")
     node.add_argument("--listen-host", dest="listen_host", default="0.0.0.0",
@@ -259,10 +261,12 @@ def node_options(args: argparse.Namespace, environ: Mapping[str, str]) -> NodeOp
 
 def run_node(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     """Runs the daemon until SIGTERM/SIGINT or `stop` (exit 0), a shutdown task (0; with
-    --after-run wait, idles until stopped) or a refusal (3)."""
+    --after-run wait, idles until stopped) or a refusal (3); a --state-dir whose record of
+    begun secure sessions cannot be read is a ConfigError (exit 2) before anything starts."""
     # Deferred: grpc, which `codream simulate` must not load (see node_options).
     from client_node.daemon import EXIT_OK
     from client_node.node_endpoints import observed_daemon
+    from client_node.used_sessions import UsedSessionsError
 
     options = node_options(args, os.environ)
     stop = stop or threading.Event()
@@ -270,6 +274,8 @@ def run_node(args: argparse.Namespace, stop: threading.Event | None = None) -> i
         daemon, endpoints = observed_daemon(options, stop, args.listen_host,
                                             None if args.no_health else args.health_port,
                                             None if args.no_metrics else args.metrics_port)
+    except UsedSessionsError as error:  # the node cannot tell which sessions it began
+        raise ConfigError(f"--state-dir: {error}") from None
     except OSError as error:  # a taken port: say which, rather than a traceback
         raise ConfigError(f"--health-port/--metrics-port on {args.listen_host}: {error}") from None
     previous = {}

@@ -7,6 +7,7 @@ from node_helpers import NoSnapshots, SecureCoordinator, begin_message
 from client_node import secure_contribution
 from client_node.secure_contribution import SecureContribution, SecureTaskError, SessionParams
 from client_node.task_runner import TaskRunner, session_params
+from client_node.used_sessions import UsedSessions, load_used_sessions
 from codream.aggregation import Contribution
 from codream.messages import Skip, TrainReport
 from protos.codream.v1 import codream_pb2 as pb
@@ -122,14 +123,70 @@ def test_a_session_id_once_left_is_never_begun_again():
     assert begin(b"c" * 16, "4").WhichOneof("body") == "secagg_message"
 
 
-def test_the_used_session_ids_are_bounded(monkeypatch):
-    monkeypatch.setattr(secure_contribution, "USED_SESSIONS", 2)
-    secure = SecureContribution("node-0")
+def test_the_used_session_ids_are_bounded():
+    used = UsedSessions(bound=2)
+    secure = SecureContribution("node-0", used_sessions=used)
     for sid in (b"a" * 16, b"b" * 16, b"c" * 16):
         secure.begin(SessionParams(sid, 0, CONFIG, 1.0))
-    assert list(secure._used_sessions) == [b"b" * 16, b"c" * 16]
+    assert used.ids == (b"b" * 16, b"c" * 16)
     with pytest.raises(SecureTaskError, match="already started"):
         secure.begin(SessionParams(b"b" * 16, 0, CONFIG, 1.0))
+
+
+def test_a_node_rebuilt_from_its_state_dir_refuses_a_session_its_previous_process_began(tmp_path):
+    """The restart hole: a node process that began A and is restarted (a new SecureContribution
+    from the same state dir) must still refuse A, with the same Skip as in one process."""
+    path = tmp_path / "node-0.sessions"
+
+    def begin(runner, sid, task_id):
+        return runner.run(pb.Task(task_id=task_id, secagg_begin=begin_message(CONFIG, sid, 0, 1.0)),
+                          "m")
+
+    def incarnation():
+        secure = SecureContribution("node-0", used_sessions=load_used_sessions(path))
+        return TaskRunner("node-0", FixedLogic(contribution([1] * DIM, 1.0)), NoSnapshots(), secure)
+
+    first = incarnation()
+    assert begin(first, b"a" * 16, "1").WhichOneof("body") == "secagg_message"
+    restarted = incarnation()
+    again = begin(restarted, b"a" * 16, "2")
+    assert again.WhichOneof("body") == "skip" and "already started" in again.skip.reason
+    assert restarted.secure.client is None  # nothing of A was begun or signed again
+    assert begin(restarted, b"b" * 16, "3").WhichOneof("body") == "secagg_message"
+    assert load_used_sessions(path).ids == (b"a" * 16, b"b" * 16)
+
+
+def test_the_session_id_is_on_disk_before_the_begin_is_answered(tmp_path, monkeypatch):
+    """The AdvertiseKeys answer is made only once the id is recorded: a crash after the answer
+    left must not leave a restarted node that forgot it."""
+    path = tmp_path / "node-0.sessions"
+    secure = SecureContribution("node-0", used_sessions=load_used_sessions(path))
+    on_disk_when_answered = []
+    advertise = secure_contribution.SecAggClient.advertise_keys
+
+    def recording_advertise(client):
+        on_disk_when_answered.append(load_used_sessions(path).ids)
+        return advertise(client)
+
+    monkeypatch.setattr(secure_contribution.SecAggClient, "advertise_keys", recording_advertise)
+    secure.begin(SessionParams(b"a" * 16, 0, CONFIG, 1.0))
+    assert on_disk_when_answered == [(b"a" * 16,)]
+
+
+def test_a_session_that_cannot_be_recorded_is_refused_not_begun(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the state dir should be")
+    used = UsedSessions(path=blocker / "node-0.sessions")
+    runner = TaskRunner("node-0", FixedLogic(contribution([1] * DIM, 1.0)), NoSnapshots(),
+                        SecureContribution("node-0", used_sessions=used))
+    reply = runner.run(pb.Task(task_id="1", secagg_begin=begin_message(CONFIG, b"a" * 16, 0, 1.0)), "m")
+    assert reply.WhichOneof("body") == "skip" and "cannot record secure session" in reply.skip.reason
+    assert runner.secure.client is None and b"a" * 16 not in used
+
+
+def test_a_session_id_of_the_wrong_length_is_refused():
+    with pytest.raises(SecureTaskError, match="16 bytes"):
+        SecureContribution("node-0").begin(SessionParams(b"short", 0, CONFIG, 1.0))
 
 
 def test_begin_may_not_change_a_running_sessions_parameters():
