@@ -115,9 +115,9 @@ class SecureContribution:
 
     def begin(self, params: SessionParams) -> bytes:
         """AdvertiseKeys bytes for the next block; a new session id starts a new client, and one
-        this node already started (the last `used_sessions.USED_SESSIONS`, kept across restarts
-        in the state dir) is refused (SecureTaskError, which the task runner answers with a
-        Skip: the coordinator counts the node out of it)."""
+        this node already started (any of them, however many followed: `client_node.used_sessions`
+        keeps every one, across restarts in the state dir) is refused (SecureTaskError, which the
+        task runner answers with a Skip: the coordinator counts the node out of it)."""
         if not (math.isfinite(params.weight_unit) and params.weight_unit > 0):
             raise SecureTaskError(f"weight_unit must be finite and > 0, got {params.weight_unit}")
         if len(params.session_id) != SESSION_ID_BYTES:

@@ -123,14 +123,14 @@ def test_a_session_id_once_left_is_never_begun_again():
     assert begin(b"c" * 16, "4").WhichOneof("body") == "secagg_message"
 
 
-def test_the_used_session_ids_are_bounded():
-    used = UsedSessions(bound=2)
+def test_the_used_session_ids_are_all_kept():
+    used = UsedSessions()
     secure = SecureContribution("node-0", used_sessions=used)
     for sid in (b"a" * 16, b"b" * 16, b"c" * 16):
         secure.begin(SessionParams(sid, 0, CONFIG, 1.0))
-    assert used.ids == (b"b" * 16, b"c" * 16)
+    assert used.ids == (b"a" * 16, b"b" * 16, b"c" * 16)  # none forgotten (client_node.used_sessions)
     with pytest.raises(SecureTaskError, match="already started"):
-        secure.begin(SessionParams(b"b" * 16, 0, CONFIG, 1.0))
+        secure.begin(SessionParams(b"a" * 16, 0, CONFIG, 1.0))
 
 
 def test_a_node_rebuilt_from_its_state_dir_refuses_a_session_its_previous_process_began(tmp_path):
