@@ -44,6 +44,8 @@ class DreamConfig:
     class_conditional: bool = False  # dream i has class i mod classes, shaped by its holders
     consensus: bool = False  # from step 1 each client's confidence term is CE to the previous
                              # step's summed soft label of the dream (consensus_dreams)
+    warm_start: bool = False  # batch b of a round continues batch b of the round before (its
+                              # final dreams, not fresh noise): every dream gets S steps a round
 
     def __post_init__(self) -> None:
         require(self.bn_reduction in BatchNormStatistics.BN_REDUCTIONS, "dream.bn_reduction",

@@ -184,7 +184,8 @@ def _histogram_figure(summary: Mapping[str, Any]) -> str:
 
 
 def _bytes_figure(rounds: Sequence[Mapping[str, Any]]) -> str:
-    with_traffic = [m for m in rounds if m.get("bytes")]
+    with_traffic = [m for m in rounds  # rounds that moved payload (not a warm-up's 0 bytes)
+                    if sum(b.get("sent", 0) + b.get("received", 0) for b in m.get("bytes", {}).values())]
     if not with_traffic:
         return _note("no traffic: this strategy exchanges nothing")
     categories = [str(m.get("round")) for m in with_traffic]

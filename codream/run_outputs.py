@@ -58,6 +58,11 @@ def write_run_outputs(run_dir: Path, config: RunConfig, dataset: Dataset, histor
     write_report(run_dir)  # last: the page shows the files written above
 
 
+def round_bytes(metrics: dict[str, Any]) -> int:
+    """Payload bytes of one round, up and down, over all clients."""
+    return sum(b.get("sent", 0) + b.get("received", 0) for b in metrics.get("bytes", {}).values())
+
+
 def final_summary(history: list[dict[str, Any]]) -> dict[str, Any]:
     if not history:
         return {}
@@ -65,7 +70,9 @@ def final_summary(history: list[dict[str, Any]]) -> dict[str, Any]:
     accuracies = [c["accuracy"] for c in last["clients"].values()]
     sent = [b["sent"] for m in history for b in m.get("bytes", {}).values()]
     received = [b["received"] for m in history for b in m.get("bytes", {}).values()]
-    rounds_with_traffic = max(1, sum(1 for m in history if m.get("bytes")))
+    # A round counts when it moved payload: CoDream's warm-up (round 0) broadcasts TrainLocal to
+    # every node and so lists them all, at 0 bytes; counting it understated a dream round by 1/4.
+    rounds_with_traffic = max(1, sum(1 for m in history if round_bytes(m) > 0))
     clients = max(1, len(last["clients"]))
     out = {
         "final_mean_client_accuracy": float(np.mean(accuracies)),

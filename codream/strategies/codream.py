@@ -53,6 +53,8 @@ class CoDream(Strategy):
             ).to(setting.device)
         self.server_buffer = DreamBuffer(config.distill.buffer_batches)
         self.generator = torch.Generator().manual_seed(config.seed + 424_242)
+        # dream.warm_start: the final dreams of each batch index, where the next round resumes
+        self.continued: dict[int, torch.Tensor] = {}
 
     @classmethod
     def node_needs_student(cls, config: RunConfig) -> bool:
@@ -93,12 +95,14 @@ class CoDream(Strategy):
                 else consensus_update_size(dream_shape, classes, mode) if consensus
                 else int(np.prod(dream_shape)))
         seed = dream_seed(config.seed, r, b)
-        dreams = initial_dreams(seed, dream_shape)  # (B, C, H, W)
-        state = init_state(config.server_optimizer, dreams)
+        resumed = self.continued.get(b) if config.dream.warm_start else None
+        dreams = resumed.clone() if resumed is not None else initial_dreams(seed, dream_shape)
+        state = init_state(config.server_optimizer, dreams)  # (B, C, H, W); a fresh Adam a round
         targets: torch.Tensor | None = None  # z̄ of the previous step (dream.consensus)
         for s in range(config.dream.global_steps):
-            task = DreamStep(f"r{r}/b{b}/s{s}", r, b, s, seed, dream_shape,
-                             None if s == 0 else dreams, targets)
+            # Step 0 of fresh dreams sends only their seed; resumed ones travel as dreams.
+            sent = None if s == 0 and resumed is None else dreams
+            task = DreamStep(f"r{r}/b{b}/s{s}", r, b, s, seed, dream_shape, sent, targets)
             total = (yield Broadcast(task, size)).total
             assert total is not None  # a summed task always comes back summed
             fewest.append(len(total.contributors))
@@ -118,6 +122,8 @@ class CoDream(Strategy):
             else:
                 delta = torch.from_numpy(total.mean().astype(np.float32)).view(dream_shape)
             dreams, state = apply_update(config.server_optimizer, state, dreams, delta)
+        if config.dream.warm_start:
+            self.continued[b] = dreams.clone()
         return dreams
 
     def _soft_labels(self, r: int, b: int, dreams: torch.Tensor
@@ -181,6 +187,7 @@ class CoDream(Strategy):
             "server_buffer": [[cpu_copy(d), cpu_copy(z)] for d, z in self.server_buffer.state()],
             "generator": self.generator.get_state(),
             "last_dreams": cpu_copy(self.last_dreams) if self.last_dreams is not None else None,
+            "continued_dreams": {b: cpu_copy(d) for b, d in self.continued.items()},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -193,3 +200,5 @@ class CoDream(Strategy):
         self.generator.set_state(state["generator"])
         last = state["last_dreams"]
         self.last_dreams = last.clone() if last is not None else None
+        # A checkpoint from before dream.warm_start has none: the next round starts fresh.
+        self.continued = {int(b): d.clone() for b, d in state.get("continued_dreams", {}).items()}

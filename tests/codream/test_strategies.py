@@ -129,6 +129,10 @@ def test_codream_bytes_are_the_dream_size_per_step(runs):
             assert traffic["sent"] == S * dream_bytes + label_bytes + CLASSES * 4
             assert traffic["received"] == (S - 1) * dream_bytes + 2 * dream_bytes + label_bytes
     assert all(t == {"received": 0, "sent": 0} for t in result.history[0]["bytes"].values())
+    # Per round means per round that moved payload: the warm-up's 0 bytes are not a round of it.
+    summary = result.summary
+    assert summary["bytes_sent_per_client_per_round"] == S * dream_bytes + label_bytes + CLASSES * 4
+    assert summary["bytes_received_per_client_per_round"] == (S + 1) * dream_bytes + label_bytes
 
 
 def test_codream_bytes_do_not_depend_on_model_size_but_fedavg_bytes_do(runs, one_thread):
@@ -326,3 +330,38 @@ def test_consensus_steps_carry_the_previous_steps_summed_soft_labels(one_thread)
         assert task.targets.shape == (B, CLASSES) and torch.isfinite(task.targets).all()
         assert len(reply.weighted_values) == B * 64 + B * CLASSES + CLASSES
     assert not torch.equal(steps[1][0].targets, steps[2][0].targets)  # z̄ follows the dreams
+
+
+@pytest.mark.parametrize("warm_start", [True, False])
+def test_warm_start_resumes_each_batch_from_its_final_dreams_of_the_round_before(one_thread,
+                                                                                 warm_start):
+    """dream.warm_start: step 0 of batch b in round 2 carries exactly the dreams batch b ended
+    round 1 with (those round 1 distilled); without it, only a fresh seed. Later steps move on."""
+    config = _config(strategy="codream", rounds=2, warmup_epochs=1, local_epochs=0,
+                     **{"server_model.steps": 5, "dream.batches_per_round": 2,
+                        "dream.warm_start": warm_start})
+    nodes, coordinator = _federation(config)
+    recording = _Recording(nodes["node-0"])
+    nodes["node-0"] = recording
+    drive(coordinator.run(), nodes)
+    steps = {(t.round, t.batch, t.step): t for t in recording.tasks if isinstance(t, DreamStep)}
+    first_acquisition = next(t for t in recording.tasks
+                             if type(t).__name__ == "AcquireKnowledge" and t.round == 1)
+    for b in range(2):
+        assert steps[(1, b, 0)].dreams is None
+        resumed = steps[(2, b, 0)].dreams
+        if not warm_start:
+            assert resumed is None
+            continue
+        assert torch.equal(resumed, first_acquisition.dreams[b * B:(b + 1) * B])
+        assert not torch.equal(steps[(2, b, 1)].dreams, resumed)
+    state = coordinator.strategy.state_dict()  # a checkpoint keeps where each batch resumes
+    assert sorted(state["continued_dreams"]) == ([0, 1] if warm_start else [])
+    restored = build_coordinator(config, load_dataset(config.dataset), torch.device("cpu")).strategy
+    restored.load_state_dict(state)
+    assert restored.continued.keys() == coordinator.strategy.continued.keys()
+    for b, dreams in restored.continued.items():
+        assert torch.equal(dreams, coordinator.strategy.continued[b])
+    del state["continued_dreams"]  # a checkpoint from before warm_start: every batch fresh
+    restored.load_state_dict(state)
+    assert restored.continued == {}
