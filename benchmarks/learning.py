@@ -36,24 +36,26 @@ COMMON: dict[str, Any] = {}
 CODREAM = {
     "warmup_epochs": 10, "rounds": 3, "local_epochs": 0, "train.local_loss": "balanced",
     "dream.batch_size": 256, "dream.global_steps": 12, "dream.batches_per_round": 2,
-    "dream.update_norm": "rms", "dream.bn_reduction": "mean",
+    "dream.update_norm": "rms", "dream.bn_reduction": "mean", "dream.warm_start": True,
     "distill.epochs": 10, "distill.lr": 0.05, "distill.local_loss": "balanced",
     "server_model.steps": 600,
 }
+# M = 3 local Adam steps per global step: FedAdam, against DistAdam's M = 1 (the frontier)
+FEDADAM = {"dream.local_steps": 3, "dream.local_optimizer": "adam", "dream.local_lr": 0.1}
 PROFILES: dict[str, dict[str, Any]] = {
     "cpu": {
         "dataset": "mnist", "clients": 4, "seeds": {"dirichlet:0.5": [0, 1, 2], "iid": [0, 1]},
         "baseline_epochs": 20, "common": COMMON, "codream": CODREAM, "hetero_models": HETERO,
         "ablation": {"partition": "dirichlet:0.5", "seed": 0, "rows": {
             "plain CE warm-up (train.local_loss = ce)": {"train.local_loss": "ce"},
-            "1 batch of S=25 a round (the previous default)": {"dream.global_steps": 25,
-                                                               "dream.batches_per_round": 1},
+            "fresh dreams every round (dream.warm_start = false)": {"dream.warm_start": False},
         }},
         "frontier": {"partition": "dirichlet:0.5", "seed": 0, "rows": {
             "2 batches of S=7, M=1 (DistAdam)": {"dream.global_steps": 7},
-            "2 batches of S=7, M=3 (FedAdam, local Adam)": {
-                "dream.global_steps": 7, "dream.local_steps": 3, "dream.local_optimizer": "adam",
-                "dream.local_lr": 0.1},
+            "2 batches of S=7, M=3 (FedAdam, local Adam)": {**FEDADAM, "dream.global_steps": 7},
+            "2 batches of S=5, M=3 (FedAdam)": {**FEDADAM, "dream.global_steps": 5},
+            "the same with B=240 (under 18 MB)": {**FEDADAM, "dream.global_steps": 5,
+                                                  "dream.batch_size": 240},
         }},
     },
     "smoke": {
