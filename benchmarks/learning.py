@@ -11,7 +11,7 @@ Three tables from one command, every run in the same process pool on the same ma
 It writes benchmarks/results/learning{_profile}.json (with the command and every setting) and
 the per-round curves of every method as learning{_profile}_curves.png beside it.
 
-    .venv/bin/python benchmarks/learning.py                 # the tables (CPU, 46 min on 2 cores as set now)
+    .venv/bin/python benchmarks/learning.py                 # the tables (CPU, 53 min on 2 cores as set now)
     .venv/bin/python benchmarks/learning.py --profile smoke # a one-minute check of the script
 """
 
