@@ -133,9 +133,9 @@ def test_codream_cluster_with_secure_aggregation_equals_the_simulation(tmp_path)
 def test_a_sampled_codream_cluster_picks_the_simulations_clients_and_equals_it(tmp_path):
     """3 of 5 nodes a round (seeded by run seed and round), sums among them only, knowledge
     acquisition and evaluation on all: the cluster draws the simulation's nodes and computes
-    its numbers bit for bit."""
+    its numbers bit for bit, round 2 continuing round 1's dreams (dream.warm_start) over gRPC."""
     args = [*TINY, "--rounds", "2", "--models", "mlp,cnn", "--set", "dream.global_steps=3",
-            "--set", "clients_per_round=3"]
+            "--set", "clients_per_round=3", "--set", "dream.warm_start=true"]
     with LocalCluster(tmp_path / "cluster", 5, args, node_args=["--device", "cpu"]) as cluster:
         cluster.start()
         _finish(cluster)
