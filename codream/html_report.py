@@ -183,9 +183,13 @@ def _histogram_figure(summary: Mapping[str, Any]) -> str:
     return _figure("fig-histogram", chart, "How the partition spread the classes over the clients.")
 
 
+def round_bytes(metrics: Mapping[str, Any]) -> int:
+    """Payload bytes of one round, up and down, over all clients (0 for a warm-up round)."""
+    return sum(b.get("sent", 0) + b.get("received", 0) for b in metrics.get("bytes", {}).values())
+
+
 def _bytes_figure(rounds: Sequence[Mapping[str, Any]]) -> str:
-    with_traffic = [m for m in rounds  # rounds that moved payload (not a warm-up's 0 bytes)
-                    if sum(b.get("sent", 0) + b.get("received", 0) for b in m.get("bytes", {}).values())]
+    with_traffic = [m for m in rounds if round_bytes(m) > 0]  # not a warm-up's 0 bytes
     if not with_traffic:
         return _note("no traffic: this strategy exchanges nothing")
     categories = [str(m.get("round")) for m in with_traffic]

@@ -14,7 +14,7 @@ import numpy as np
 
 from codream.config import RunConfig
 from codream.data import Dataset
-from codream.html_report import write_report
+from codream.html_report import round_bytes, write_report
 from codream.node_build import node_id
 from codream.partition import class_histogram, format_histogram, label_skew
 from codream.report import write_accuracy_plot, write_config, write_dream_grid, write_metrics
@@ -56,11 +56,6 @@ def write_run_outputs(run_dir: Path, config: RunConfig, dataset: Dataset, histor
     if coordinator is not None:
         write_coordinator_artifacts(run_dir, config, dataset, coordinator)
     write_report(run_dir)  # last: the page shows the files written above
-
-
-def round_bytes(metrics: dict[str, Any]) -> int:
-    """Payload bytes of one round, up and down, over all clients."""
-    return sum(b.get("sent", 0) + b.get("received", 0) for b in metrics.get("bytes", {}).values())
 
 
 def final_summary(history: list[dict[str, Any]]) -> dict[str, Any]:
